@@ -1,0 +1,308 @@
+//! The stdio channel (`-t -`): Ethernet frames on stdin/stdout in VDE
+//! framing, each record a 2-byte big-endian length and that many bytes.
+//!
+//! Input is decoded incrementally (records split across reads, several in
+//! one read). Output goes out one `writev` per record; when the reader is
+//! slow the rest waits in a bounded queue, and what does not fit is dropped
+//! and counted, so a stalled reader never stalls the switch. When stdout is a
+//! pipe it is shrunk to 4096 bytes (SPEC 4: vde_plug 4.0.1 loses sync when a
+//! read ends inside a length header; with a small pipe it does not).
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+
+use mio::unix::pipe;
+use mio::{Interest, Registry, Token};
+
+use super::{Channel, Rx, Tx, MAX_PAYLOAD};
+
+/// Pipe size for stdout (SPEC section 4).
+pub const STDOUT_PIPE_SIZE: usize = 4096;
+/// Most output bytes queued for a slow reader.
+pub const OUTPUT_QUEUE_LIMIT: usize = 1 << 20;
+
+/// An incremental decoder of VDE records.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    /// A decoder with room for the largest record plus a read's worth.
+    pub fn new() -> Self {
+        Decoder { buf: vec![0u8; 2 * (MAX_PAYLOAD + 2)].into_boxed_slice(), start: 0, end: 0 }
+    }
+
+    /// The next complete record's frame, if one is buffered. Zero-length
+    /// records are skipped.
+    pub fn next_frame(&mut self) -> Option<&[u8]> {
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            if avail.len() < 2 {
+                return None;
+            }
+            let n = u16::from_be_bytes([avail[0], avail[1]]) as usize;
+            if n == 0 {
+                self.start += 2;
+                continue;
+            }
+            if avail.len() < 2 + n {
+                return None;
+            }
+            let at = self.start + 2;
+            self.start = at + n;
+            return Some(&self.buf[at..at + n]);
+        }
+    }
+
+    /// Room to read more bytes into; compacts first when needed.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.buf.len() - self.end < MAX_PAYLOAD + 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Marks `n` bytes of [`Decoder::spare`] as filled.
+    pub fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// Bytes of an incomplete record left over.
+    pub fn pending(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Decodes a whole byte string at once (for tests and fuzzing): the
+    /// frames, and the number of bytes left incomplete at the end.
+    pub fn decode_all(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let spare = d.spare();
+            let n = spare.len().min(rest.len());
+            spare[..n].copy_from_slice(&rest[..n]);
+            d.filled(n);
+            rest = &rest[n..];
+            while let Some(f) = d.next_frame() {
+                out.push(f.to_vec());
+            }
+        }
+        (out, d.pending())
+    }
+}
+
+/// Encodes one record's header.
+pub fn header(len: usize) -> Option<[u8; 2]> {
+    u16::try_from(len).ok().filter(|&n| n > 0).map(u16::to_be_bytes)
+}
+
+/// stdin/stdout as a channel.
+#[derive(Debug)]
+pub struct StdioChannel {
+    input: pipe::Receiver,
+    output: pipe::Sender,
+    decoder: Decoder,
+    queue: Vec<u8>,
+    queued_from: usize,
+    eof: bool,
+}
+
+impl StdioChannel {
+    /// Takes over stdin and stdout: non-blocking, stdout shrunk if a pipe.
+    pub fn open() -> io::Result<Self> {
+        let input: OwnedFd = io::stdin().as_fd().try_clone_to_owned()?;
+        let output: OwnedFd = io::stdout().as_fd().try_clone_to_owned()?;
+        let is_fifo =
+            std::fs::File::from(output.try_clone()?).metadata().map(|m| m.file_type().is_fifo()).unwrap_or(false);
+        if is_fifo {
+            match crate::sys::set_pipe_size(output.as_fd(), STDOUT_PIPE_SIZE) {
+                Ok(n) => log::debug!("stdout pipe size set to {n} bytes"),
+                Err(e) => log::warn!("could not shrink the stdout pipe to {STDOUT_PIPE_SIZE} bytes: {e}"),
+            }
+        }
+        let input = pipe::Receiver::from(input);
+        let output = pipe::Sender::from(output);
+        input.set_nonblocking(true)?;
+        output.set_nonblocking(true)?;
+        Ok(StdioChannel { input, output, decoder: Decoder::new(), queue: Vec::new(), queued_from: 0, eof: false })
+    }
+
+    fn backlog(&self) -> usize {
+        self.queue.len() - self.queued_from
+    }
+
+    /// Writes out what is queued, blocking up to `limit` (used at exit).
+    pub fn drain(&mut self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.has_backlog() && std::time::Instant::now() < deadline {
+            match self.flush() {
+                Ok(()) if self.has_backlog() => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Ok(()) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+impl Channel for StdioChannel {
+    fn name(&self) -> &str {
+        "stdio"
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.input, token, Interest::READABLE)?;
+        registry.register(&mut self.output, token, Interest::WRITABLE)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Rx> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame() {
+                let len = frame.len();
+                buf[..len].copy_from_slice(frame);
+                return Ok(Rx::Packet { len, from: None });
+            }
+            if self.eof {
+                if self.decoder.pending() > 0 {
+                    log::warn!("stdin ended inside a record; {} bytes discarded", self.decoder.pending());
+                }
+                return Ok(Rx::Closed);
+            }
+            match self.input.read(self.decoder.spare()) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.decoder.filled(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Rx::Idle),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn send(&mut self, _to: Option<SocketAddr>, payload: &[u8]) -> io::Result<Tx> {
+        let Some(hdr) = header(payload.len()) else { return Ok(Tx::TooLarge) };
+        let mut written = 0;
+        if !self.has_backlog() {
+            loop {
+                match self.output.write_vectored(&[IoSlice::new(&hdr), IoSlice::new(payload)]) {
+                    Ok(n) => written = n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+                break;
+            }
+            if written == 2 + payload.len() {
+                return Ok(Tx::Sent);
+            }
+        }
+        if written == 0 && self.backlog() + 2 + payload.len() > OUTPUT_QUEUE_LIMIT {
+            return Ok(Tx::Busy);
+        }
+        // Once any byte of a record is out, the rest must follow, or the
+        // stream loses sync; a partial record is always queued whole.
+        if self.queued_from > 0 && self.queued_from == self.queue.len() {
+            self.queue.clear();
+            self.queued_from = 0;
+        }
+        let rest_hdr = &hdr[written.min(2)..];
+        self.queue.extend_from_slice(rest_hdr);
+        self.queue.extend_from_slice(&payload[written.saturating_sub(2)..]);
+        Ok(Tx::Sent)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while self.has_backlog() {
+            match self.output.write(&self.queue[self.queued_from..]) {
+                Ok(n) => self.queued_from += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.has_backlog() {
+            self.queue.clear();
+            self.queued_from = 0;
+        }
+        Ok(())
+    }
+
+    fn has_backlog(&self) -> bool {
+        self.queued_from < self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(frame: &[u8]) -> Vec<u8> {
+        let mut v = header(frame.len()).unwrap().to_vec();
+        v.extend_from_slice(frame);
+        v
+    }
+
+    #[test]
+    fn decodes_split_and_joined_records() {
+        let frames: Vec<Vec<u8>> = (0..50).map(|i| vec![i as u8; 14 + i * 37]).collect();
+        let mut stream = Vec::new();
+        for f in &frames {
+            stream.extend(record(f));
+            stream.extend([0, 0]); // no-op records are skipped
+        }
+        for chunk in [1, 2, 3, 7, 64, 1500, stream.len()] {
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for piece in stream.chunks(chunk) {
+                let spare = d.spare();
+                spare[..piece.len()].copy_from_slice(piece);
+                d.filled(piece.len());
+                while let Some(f) = d.next_frame() {
+                    got.push(f.to_vec());
+                }
+            }
+            assert_eq!(got, frames, "chunk {chunk}");
+            assert_eq!(d.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn largest_record_fits_after_compaction() {
+        let big = vec![7u8; MAX_PAYLOAD];
+        let mut stream = record(&[1u8; 20]);
+        stream.truncate(5);
+        let mut all = record(&[1u8; 20]);
+        all.extend(record(&big));
+        all.extend(record(&big));
+        let (frames, pending) = Decoder::decode_all(&all);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[2], big);
+        assert_eq!(pending, 0);
+        let (frames, pending) = Decoder::decode_all(&stream);
+        assert!(frames.is_empty());
+        assert_eq!(pending, 5);
+    }
+
+    #[test]
+    fn header_bounds() {
+        assert_eq!(header(0), None);
+        assert_eq!(header(0x1234), Some([0x12, 0x34]));
+        assert_eq!(header(65535), Some([0xff, 0xff]));
+        assert_eq!(header(65536), None);
+    }
+}

@@ -1,0 +1,559 @@
+//! The switch: a pure state machine that owns the MAC forwarding table and
+//! the set of ports.
+//!
+//! It never touches a socket, a file descriptor or the clock. Frames and the
+//! current time go in ([`Switch::handle_frame`], [`Switch::remote_rx`],
+//! [`Switch::handle_timeout`]); decisions come out ([`Forward`], heartbeats
+//! due from [`Switch::poll_heartbeat`], events from [`Switch::poll_event`],
+//! and the next wake-up from [`Switch::poll_timeout`]). That makes every rule
+//! here testable on a virtual clock, and it is where most tests live.
+
+pub mod table;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::mac::{Frame, MacAddr};
+use table::{Answer, Learn, MacTable};
+
+/// Every lifetime the switch uses, in one place.
+pub mod timing {
+    use std::time::Duration;
+
+    /// A binding made by a broadcast or multicast frame holds this long.
+    pub const STICKY_BROADCAST: Duration = Duration::from_secs(6);
+    /// A binding made by a unicast frame holds this long.
+    pub const STICKY_UNICAST: Duration = Duration::from_secs(20);
+    /// Uplinks get a heartbeat this often.
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+    /// A downlink silent this long is stale and removed.
+    pub const DOWNLINK_STALE: Duration = Duration::from_secs(180);
+    /// A learned MAC address not seen this long is forgotten (the Linux
+    /// bridge's default ageing time).
+    pub const MAC_AGEING: Duration = Duration::from_secs(300);
+    /// How often aged MAC entries are swept.
+    pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+}
+
+/// Default bound on the MAC table.
+pub const DEFAULT_MAC_CAPACITY: usize = 16384;
+/// Default bound on the number of remotes (ports) at once.
+pub const DEFAULT_MAX_PORTS: usize = 4096;
+
+/// A port of the switch: an index that stays valid while the port lives.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct PortId(pub u32);
+
+/// Which remote declaration (or the multicast channel) a port belongs to:
+/// an index the daemon assigns.
+pub type DeclId = u16;
+
+/// Where a port's frames go, as the I/O shell needs to know it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dest {
+    /// The local end: the tap or stdio.
+    Local,
+    /// A unicast UDP remote.
+    Remote(SocketAddr),
+    /// The multicast group.
+    Multicast,
+}
+
+impl fmt::Display for Dest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dest::Local => f.write_str("local"),
+            Dest::Remote(a) => write!(f, "{a}"),
+            Dest::Multicast => f.write_str("multicast"),
+        }
+    }
+}
+
+/// A port a frame should go out of.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Target {
+    /// The port.
+    pub port: PortId,
+    /// Where it leads.
+    pub dest: Dest,
+    /// Its declaration, for keys; `None` for the local end.
+    pub decl: Option<DeclId>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Local,
+    Uplink,
+    Downlink,
+    Multicast,
+}
+
+#[derive(Debug)]
+struct Port {
+    kind: Kind,
+    dest: Dest,
+    decl: Option<DeclId>,
+    last_rx: Instant,
+    next_heartbeat: Option<Instant>,
+}
+
+impl Port {
+    fn target(&self, id: PortId) -> Target {
+        Target { port: id, dest: self.dest, decl: self.decl }
+    }
+}
+
+/// Why a frame or datagram was dropped. Every drop has one, and a counter.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    Runt,
+    /// Source MAC is multicast, broadcast or all-zero.
+    InvalidSource,
+    /// Source or destination is on the ignore list of the port's declaration.
+    Ignored,
+    /// Source MAC is held by another port (cycle protection).
+    Sticky,
+    /// Destination is on the port the frame came from.
+    Hairpin,
+    /// Nowhere to send it.
+    NoTarget,
+    /// Too many remotes at once; a new downlink peer was refused.
+    TooManyRemotes,
+    /// The UDP source matches no remote declaration.
+    UnknownSource,
+    /// Too large for the channel it should leave by.
+    TooLarge,
+    /// Failed authentication or was malformed on a keyed channel.
+    BadAuth,
+    /// A replayed or too old datagram on a keyed channel.
+    Replay,
+    /// The output channel could not take it (full queue, send error).
+    SendFailed,
+    /// Our own multicast datagram heard back.
+    OwnMulticast,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 13;
+    /// All reasons, in counter order.
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Runt,
+        DropReason::InvalidSource,
+        DropReason::Ignored,
+        DropReason::Sticky,
+        DropReason::Hairpin,
+        DropReason::NoTarget,
+        DropReason::TooManyRemotes,
+        DropReason::UnknownSource,
+        DropReason::TooLarge,
+        DropReason::BadAuth,
+        DropReason::Replay,
+        DropReason::SendFailed,
+        DropReason::OwnMulticast,
+    ];
+
+    /// A short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::InvalidSource => "invalid-source-mac",
+            DropReason::Ignored => "ignored-mac",
+            DropReason::Sticky => "sticky-elsewhere",
+            DropReason::Hairpin => "hairpin",
+            DropReason::NoTarget => "no-target",
+            DropReason::TooManyRemotes => "too-many-remotes",
+            DropReason::UnknownSource => "unknown-source",
+            DropReason::TooLarge => "too-large",
+            DropReason::BadAuth => "bad-auth",
+            DropReason::Replay => "replay",
+            DropReason::SendFailed => "send-failed",
+            DropReason::OwnMulticast => "own-multicast",
+        }
+    }
+}
+
+/// Counters of what the switch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames handed to [`Switch::handle_frame`].
+    pub frames_in: u64,
+    /// Frames sent to one known port.
+    pub unicast: u64,
+    /// Frames flooded.
+    pub flooded: u64,
+    /// Addresses not learned because the table was full.
+    pub table_full: u64,
+    /// Addresses that moved from one port to another.
+    pub moved: u64,
+    /// Drops, indexed by [`DropReason`].
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Stats {
+    /// The count for one reason.
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}
+
+/// The decision for one frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forward<'a> {
+    /// Drop it.
+    Drop(DropReason),
+    /// Send it out of this one port.
+    Unicast(Target),
+    /// Send it out of each of these ports (never empty).
+    Flood(&'a [Target]),
+}
+
+/// Something that happened to the set of remotes, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A downlink peer appeared.
+    RemoteUp(SocketAddr),
+    /// A downlink peer went stale and was removed.
+    RemoteStale(SocketAddr),
+}
+
+/// Settings of a switch.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Bound on learned MAC addresses.
+    pub mac_capacity: usize,
+    /// Bound on ports.
+    pub max_ports: usize,
+    /// Ignore lists, indexed by [`DeclId`].
+    pub ignore: Vec<Vec<MacAddr>>,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { mac_capacity: DEFAULT_MAC_CAPACITY, max_ports: DEFAULT_MAX_PORTS, ignore: Vec::new() }
+    }
+}
+
+/// The learning switch.
+#[derive(Debug)]
+pub struct Switch {
+    ports: Vec<Option<Port>>,
+    free: Vec<u32>,
+    live: usize,
+    by_addr: HashMap<SocketAddr, PortId>,
+    table: MacTable,
+    params: Params,
+    flood: Vec<Target>,
+    events: VecDeque<Event>,
+    next_sweep: Option<Instant>,
+    stats: Stats,
+}
+
+impl Switch {
+    /// A switch with no ports.
+    pub fn new(params: Params) -> Self {
+        Switch {
+            ports: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            by_addr: HashMap::new(),
+            table: MacTable::new(params.mac_capacity),
+            params,
+            flood: Vec::new(),
+            events: VecDeque::new(),
+            next_sweep: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// What the switch has counted.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Counts a drop decided outside the switch (by the I/O shell).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.stats.drops[reason as usize] += 1;
+    }
+
+    /// Number of learned MAC addresses.
+    pub fn mac_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Number of live ports.
+    pub fn port_count(&self) -> usize {
+        self.live
+    }
+
+    /// The live ports in port order.
+    pub fn targets(&self) -> impl Iterator<Item = Target> + '_ {
+        self.ports.iter().enumerate().filter_map(|(i, p)| p.as_ref().map(|p| p.target(PortId(i as u32))))
+    }
+
+    /// The port a learned MAC address is bound to.
+    pub fn port_of(&self, mac: &MacAddr, now: Instant) -> Option<PortId> {
+        match self.table.lookup(mac, now, timing::MAC_AGEING) {
+            Answer::Found(p) => Some(p),
+            Answer::Unknown => None,
+        }
+    }
+
+    fn add_port(&mut self, port: Port) -> Option<PortId> {
+        if self.live >= self.params.max_ports {
+            return None;
+        }
+        if let Dest::Remote(addr) = port.dest {
+            if self.by_addr.contains_key(&addr) {
+                return None;
+            }
+        }
+        let id = match self.free.pop() {
+            Some(i) => {
+                self.ports[i as usize] = Some(port);
+                PortId(i)
+            }
+            None => {
+                self.ports.push(Some(port));
+                PortId(self.ports.len() as u32 - 1)
+            }
+        };
+        if let Some(Some(Port { dest: Dest::Remote(addr), .. })) = self.ports.get(id.0 as usize) {
+            self.by_addr.insert(*addr, id);
+        }
+        self.live += 1;
+        // Reserve flood room now, so handle_frame never allocates.
+        self.flood.reserve(self.live.saturating_sub(self.flood.len()));
+        Some(id)
+    }
+
+    fn remove_port(&mut self, id: PortId) -> Option<Port> {
+        let port = self.ports.get_mut(id.0 as usize)?.take()?;
+        if let Dest::Remote(addr) = port.dest {
+            self.by_addr.remove(&addr);
+        }
+        self.table.forget_port(id);
+        self.free.push(id.0);
+        self.live -= 1;
+        Some(port)
+    }
+
+    /// Adds the local end (tap or stdio).
+    pub fn add_local(&mut self, now: Instant) -> PortId {
+        self.add_port(Port { kind: Kind::Local, dest: Dest::Local, decl: None, last_rx: now, next_heartbeat: None })
+            .expect("the first port always fits")
+    }
+
+    /// Adds an uplink: a fixed remote, flooded to from the start, with a
+    /// heartbeat due at once and every [`timing::HEARTBEAT_INTERVAL`] after.
+    /// `None` if the address is already a port or the switch is full.
+    pub fn add_uplink(&mut self, now: Instant, addr: SocketAddr, decl: DeclId) -> Option<PortId> {
+        self.add_port(Port {
+            kind: Kind::Uplink,
+            dest: Dest::Remote(addr),
+            decl: Some(decl),
+            last_rx: now,
+            next_heartbeat: Some(now),
+        })
+    }
+
+    /// Adds the multicast group: a persistent remote that gets no heartbeats.
+    pub fn add_multicast(&mut self, now: Instant, decl: DeclId) -> Option<PortId> {
+        self.add_port(Port {
+            kind: Kind::Multicast,
+            dest: Dest::Multicast,
+            decl: Some(decl),
+            last_rx: now,
+            next_heartbeat: None,
+        })
+    }
+
+    /// The port of a known remote address, and its declaration.
+    pub fn lookup(&self, addr: &SocketAddr) -> Option<(PortId, Option<DeclId>)> {
+        let id = *self.by_addr.get(addr)?;
+        let port = self.ports[id.0 as usize].as_ref()?;
+        Some((id, port.decl))
+    }
+
+    /// Records that an (authenticated, declared) datagram came from `addr`
+    /// under declaration `decl`: refreshes the remote, or makes a new
+    /// downlink port for it.
+    pub fn remote_rx(&mut self, now: Instant, addr: SocketAddr, decl: DeclId) -> Result<PortId, DropReason> {
+        if let Some(&id) = self.by_addr.get(&addr) {
+            if let Some(p) = self.ports[id.0 as usize].as_mut() {
+                p.last_rx = now;
+            }
+            return Ok(id);
+        }
+        let port = Port {
+            kind: Kind::Downlink,
+            dest: Dest::Remote(addr),
+            decl: Some(decl),
+            last_rx: now,
+            next_heartbeat: None,
+        };
+        match self.add_port(port) {
+            Some(id) => {
+                self.events.push_back(Event::RemoteUp(addr));
+                Ok(id)
+            }
+            None => {
+                self.count_drop(DropReason::TooManyRemotes);
+                Err(DropReason::TooManyRemotes)
+            }
+        }
+    }
+
+    /// Records that something arrived on a port that is not a UDP remote
+    /// (the local end, the multicast group).
+    pub fn port_rx(&mut self, now: Instant, id: PortId) {
+        if let Some(Some(p)) = self.ports.get_mut(id.0 as usize) {
+            p.last_rx = now;
+        }
+    }
+
+    fn ignores(&self, decl: Option<DeclId>, a: MacAddr, b: MacAddr) -> bool {
+        match decl.and_then(|d| self.params.ignore.get(d as usize)) {
+            Some(list) if !list.is_empty() => list.contains(&a) || list.contains(&b),
+            _ => false,
+        }
+    }
+
+    fn drop(&mut self, reason: DropReason) -> Forward<'_> {
+        self.count_drop(reason);
+        Forward::Drop(reason)
+    }
+
+    /// Decides where a frame that came in on `ingress` goes, learning its
+    /// source address on the way.
+    pub fn handle_frame(&mut self, now: Instant, ingress: PortId, bytes: &[u8]) -> Forward<'_> {
+        self.stats.frames_in += 1;
+        let Some(frame) = Frame::new_checked(bytes) else {
+            return self.drop(DropReason::Runt);
+        };
+        let (src, dst) = (frame.src(), frame.dst());
+        if !src.is_learnable() {
+            return self.drop(DropReason::InvalidSource);
+        }
+        let Some(in_port) = self.ports.get(ingress.0 as usize).and_then(Option::as_ref) else {
+            return self.drop(DropReason::NoTarget);
+        };
+        if self.ignores(in_port.decl, src, dst) {
+            return self.drop(DropReason::Ignored);
+        }
+        let hold = if dst.is_multicast() { timing::STICKY_BROADCAST } else { timing::STICKY_UNICAST };
+        match self.table.learn(src, ingress, now, hold) {
+            Learn::HeldElsewhere(_) => return self.drop(DropReason::Sticky),
+            Learn::Full => self.stats.table_full += 1,
+            Learn::Moved(_) => self.stats.moved += 1,
+            Learn::New => {
+                if self.next_sweep.is_none() {
+                    self.next_sweep = Some(now + timing::SWEEP_INTERVAL);
+                }
+            }
+            Learn::Refreshed => {}
+        }
+        if !dst.is_multicast() {
+            if let Answer::Found(out) = self.table.lookup(&dst, now, timing::MAC_AGEING) {
+                if out == ingress {
+                    return self.drop(DropReason::Hairpin);
+                }
+                if let Some(p) = self.ports.get(out.0 as usize).and_then(Option::as_ref) {
+                    if self.ignores(p.decl, src, dst) {
+                        return self.drop(DropReason::Ignored);
+                    }
+                    self.stats.unicast += 1;
+                    return Forward::Unicast(p.target(out));
+                }
+            }
+        }
+        self.flood.clear();
+        for (i, p) in self.ports.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let id = PortId(i as u32);
+            if id == ingress {
+                continue;
+            }
+            let ignored = match p.decl.and_then(|d| self.params.ignore.get(d as usize)) {
+                Some(list) if !list.is_empty() => list.contains(&src) || list.contains(&dst),
+                _ => false,
+            };
+            if !ignored {
+                self.flood.push(p.target(id));
+            }
+        }
+        if self.flood.is_empty() {
+            self.stats.drops[DropReason::NoTarget as usize] += 1;
+            return Forward::Drop(DropReason::NoTarget);
+        }
+        self.stats.flooded += 1;
+        Forward::Flood(&self.flood)
+    }
+
+    /// Expires stale downlinks and aged MAC entries.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.ports.len() {
+            let stale = matches!(&self.ports[i], Some(p) if p.kind == Kind::Downlink
+                && now.saturating_duration_since(p.last_rx) >= timing::DOWNLINK_STALE);
+            if stale {
+                if let Some(Port { dest: Dest::Remote(addr), .. }) = self.remove_port(PortId(i as u32)) {
+                    self.events.push_back(Event::RemoteStale(addr));
+                }
+            }
+        }
+        match self.next_sweep {
+            Some(t) if now >= t => {
+                self.table.expire(now, timing::MAC_AGEING);
+                self.next_sweep = None;
+            }
+            _ => {}
+        }
+        if self.next_sweep.is_none() && !self.table.is_empty() {
+            self.next_sweep = Some(now + timing::SWEEP_INTERVAL);
+        }
+    }
+
+    /// The next uplink whose heartbeat is due at `now`, marked as sent.
+    pub fn poll_heartbeat(&mut self, now: Instant) -> Option<Target> {
+        for (i, p) in self.ports.iter_mut().enumerate() {
+            let Some(p) = p else { continue };
+            if let Some(due) = p.next_heartbeat {
+                if due <= now {
+                    p.next_heartbeat = Some(now + timing::HEARTBEAT_INTERVAL);
+                    return Some(p.target(PortId(i as u32)));
+                }
+            }
+        }
+        None
+    }
+
+    /// The next thing that happened to the set of remotes.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Switch::handle_timeout`] or [`Switch::poll_heartbeat`] next has
+    /// work, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.next_sweep;
+        let mut earliest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        for p in self.ports.iter().flatten() {
+            if let Some(hb) = p.next_heartbeat {
+                earliest(hb);
+            }
+            if p.kind == Kind::Downlink {
+                earliest(p.last_rx + timing::DOWNLINK_STALE);
+            }
+        }
+        next
+    }
+
+    /// How long from `now` until the next timeout, for a poll call.
+    pub fn timeout_from(&self, now: Instant) -> Option<Duration> {
+        self.poll_timeout().map(|t| t.saturating_duration_since(now))
+    }
+}
