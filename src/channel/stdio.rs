@@ -20,8 +20,11 @@ use super::{Channel, Rx, Tx, MAX_PAYLOAD};
 
 /// Pipe size for stdout (SPEC section 4).
 pub const STDOUT_PIPE_SIZE: usize = 4096;
-/// Most output bytes queued for a slow reader.
-pub const OUTPUT_QUEUE_LIMIT: usize = 1 << 20;
+/// Most output bytes queued for a slow reader: a burst of a few thousand
+/// full-size frames, since the pipe itself holds only two.
+pub const OUTPUT_QUEUE_LIMIT: usize = 4 << 20;
+/// Queue memory kept after a burst has drained.
+const QUEUE_KEEP: usize = 64 << 10;
 
 /// An incremental decoder of VDE records.
 #[derive(Debug)]
@@ -237,6 +240,7 @@ impl Channel for StdioChannel {
         }
         if !self.has_backlog() {
             self.queue.clear();
+            self.queue.shrink_to(QUEUE_KEEP);
             self.queued_from = 0;
         }
         Ok(())
