@@ -14,6 +14,8 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mac;
 pub mod ratelimit;
 pub mod remote;
