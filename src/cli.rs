@@ -30,6 +30,8 @@ anything else is a downlink mask for remotes that uplink to us.
 -B n sizes the receive batch and buffer pool (default 32). -T n is accepted for
 compatibility with the C rrqnet; this rrqnet runs one event loop and -T changes nothing.";
 
+/// The close-to-argv stage. Option values may start with '-', as with getopt:
+/// `-t -` is stdio and `-B -1` is a bad count, not a missing value.
 fn command() -> Command {
     Command::new("rrqnet")
         .version(env!("CARGO_PKG_VERSION"))
@@ -45,12 +47,20 @@ fn command() -> Command {
                 .help("Log to stderr: -v info, -vv debug, -vvv trace"),
         )
         .arg(Arg::new("ipv4").short('4').action(ArgAction::SetTrue).help("Use an IPv4-only UDP socket"))
-        .arg(Arg::new("buffers").short('B').value_name("n").action(ArgAction::Set).help("Receive buffers, 1-1024"))
+        .arg(
+            Arg::new("buffers")
+                .short('B')
+                .value_name("n")
+                .action(ArgAction::Set)
+                .allow_hyphen_values(true)
+                .help("Receive buffers, 1-1024"),
+        )
         .arg(
             Arg::new("threads")
                 .short('T')
                 .value_name("n")
                 .action(ArgAction::Set)
+                .allow_hyphen_values(true)
                 .help("Dispatch threads, 1-1024 (no effect)"),
         )
         .arg(
@@ -58,6 +68,7 @@ fn command() -> Command {
                 .short('m')
                 .value_name("mcast")
                 .action(ArgAction::Set)
+                .allow_hyphen_values(true)
                 .help("IPv4 multicast channel group:port[=keyfile]"),
         )
         .arg(
@@ -69,11 +80,14 @@ fn command() -> Command {
                 .help("Tap interface as local end, or '-' for stdin/stdout"),
         )
         .arg(
+            // No allow_hyphen_values here: with it clap hands any short cluster
+            // holding an unknown letter (`-B3`, `-ttap0`) to the positional.
+            // trailing_var_arg alone already takes `-i` and everything else
+            // after the port as values.
             Arg::new("rest")
                 .value_name("port")
                 .num_args(0..)
                 .trailing_var_arg(true)
-                .allow_hyphen_values(true)
                 .action(ArgAction::Append)
                 .help("UDP port, then remote declarations"),
         )
@@ -85,6 +99,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    // clap's own UTF-8 error does not say which argument; ours does.
+    if let Some(bad) = argv.iter().skip(1).find(|a| a.to_str().is_none()) {
+        return Err(ArgError::new(&bad.to_string_lossy(), "expected UTF-8 text"));
+    }
     let mut cmd = command();
     let matches = match cmd.try_get_matches_from_mut(argv) {
         Ok(m) => m,
@@ -99,31 +118,47 @@ where
     Config::try_from(&matches).map(Invocation::Run)
 }
 
-/// Turns clap's multi-line error into our one-line form.
-fn clap_error(e: &clap::Error) -> ArgError {
-    use clap::error::{ContextKind, ContextValue};
-    let arg = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => s.clone(),
-        _ => String::new(),
-    };
-    let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-    ArgError { arg, expected: first.to_owned() }
+/// What a value-taking option expected, when its value is missing.
+fn missing_value(opt: &str) -> Option<&'static str> {
+    Some(match opt {
+        "-t" => "expected a tap interface name or '-' (stdin/stdout) after -t",
+        "-m" => "expected a multicast channel after -m, as group:port[=keyfile], e.g. 239.1.2.3:2000",
+        "-B" => "expected a number of receive buffers (1-1024) after -B",
+        "-T" => "expected a number of threads (1-1024) after -T",
+        _ => return None,
+    })
 }
 
-fn non_utf8(m: &ArgMatches, id: &str) -> Option<String> {
-    m.get_raw(id).and_then(|mut v| v.find(|s| s.to_str().is_none())).map(|s| s.to_string_lossy().into_owned())
+/// Turns clap's multi-line error into our one-line form: the option alone as
+/// the argument (`-t`, not `-t <tap>`), and what was expected.
+fn clap_error(e: &clap::Error) -> ArgError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split(' ').next().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    };
+    let expected = match (e.kind(), missing_value(&arg)) {
+        (ErrorKind::UnknownArgument, _) if arg == "-i" => "-i must follow a remote declaration, after the port".into(),
+        (ErrorKind::UnknownArgument, _) => format!("unknown option ({})", config::OPTIONS),
+        (ErrorKind::InvalidValue | ErrorKind::NoEquals, Some(text)) => text.to_owned(),
+        (ErrorKind::ArgumentConflict, _) if !arg.is_empty() => format!("{arg} may be given only once"),
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ").trim().to_owned();
+            if first.is_empty() {
+                "invalid arguments".to_owned()
+            } else {
+                first
+            }
+        }
+    };
+    ArgError { arg, expected }
 }
 
 impl TryFrom<&ArgMatches> for Config {
     type Error = ArgError;
 
     fn try_from(m: &ArgMatches) -> Result<Config, ArgError> {
-        for id in ["buffers", "threads", "mcast", "tap", "rest"] {
-            if let Some(bad) = non_utf8(m, id) {
-                return Err(ArgError::new(&bad, "expected UTF-8 text"));
-            }
-        }
         let get = |id: &str| m.get_raw(id).and_then(|mut v| v.next()).and_then(|s| s.to_str()).map(str::to_owned);
         let ipv4_only = m.get_flag("ipv4");
         let multicast = get("mcast").map(|s| config::parse_mcast(&s)).transpose()?;

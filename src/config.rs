@@ -11,7 +11,9 @@
 //! ```
 //!
 //! A full-length address with a port is an uplink; anything else is a
-//! downlink mask.
+//! downlink mask. An uplink must be one unicast host. An IPv4-mapped IPv6
+//! block (`::ffff:a.b.c.d/n`, n >= 96) is stored as the IPv4 block it maps,
+//! since sources are matched unmapped.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -83,7 +85,7 @@ impl RemoteSpec {
 
     /// Does a (canonical, unmapped) source address fall under this declaration?
     pub fn matches(&self, src: SocketAddr) -> bool {
-        self.net.contains(&src.ip()) && self.port.is_none_or(|p| p == src.port())
+        self.net.contains(&src.ip()) && self.port.map_or(true, |p| p == src.port())
     }
 }
 
@@ -140,16 +142,27 @@ impl ArgError {
 }
 
 impl fmt::Display for ArgError {
+    /// One line, always: control characters in the argument are escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.arg.is_empty() {
-            write!(f, "missing argument: {}", self.expected)
-        } else {
-            write!(f, "bad argument '{}': {}", self.arg, self.expected)
+            return write!(f, "missing argument: {}", self.expected);
         }
+        f.write_str("bad argument '")?;
+        for c in self.arg.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        write!(f, "': {}", self.expected)
     }
 }
 
 impl std::error::Error for ArgError {}
+
+/// The options, as listed when an unknown one is met.
+pub(crate) const OPTIONS: &str = "options are -v, -4, -B n, -T n, -m mcast, -t tap, -h, --version, all before the port";
 
 /// Parses a UDP port, 1–65535.
 pub fn parse_port(s: &str) -> Result<u16, ArgError> {
@@ -167,23 +180,31 @@ pub fn parse_count(s: &str, what: &str) -> Result<u16, ArgError> {
     }
 }
 
-/// Parses a tap name: 1–15 bytes, no `/`, no white space.
+/// Parses the `-t` value: `-` for stdio, else a tap name as the kernel
+/// accepts it (`dev_valid_name`): 1–15 bytes, not `.` or `..`, no `/`, `:`
+/// or white space (the kernel's `isspace` includes byte 0xa0).
+///
+/// A name starting with `-` is refused too: `-t -v 1400` is far more likely a
+/// forgotten tap name than a tap called `-v`.
 pub fn parse_tap(s: &str) -> Result<LocalEnd, ArgError> {
     if s == "-" {
         return Ok(LocalEnd::Stdio);
+    }
+    if s.starts_with('-') {
+        return Err(ArgError::new(
+            s,
+            "expected a tap interface name after -t, not an option (use '-' alone for stdin/stdout)",
+        ));
     }
     let ok = !s.is_empty()
         && s.len() <= 15
         && s != "."
         && s != ".."
-        && !s.bytes().any(|c| c == b'/' || c == b':' || c.is_ascii_whitespace() || c.is_ascii_control());
+        && !s.bytes().any(|c| c == b'/' || c == b':' || c == 0xa0 || c.is_ascii_whitespace() || c.is_ascii_control());
     if ok {
         Ok(LocalEnd::Tap(s.to_owned()))
     } else {
-        Err(ArgError::new(
-            s,
-            "expected '-' for stdio or a tap interface name of 1-15 characters without '/', ':' or spaces",
-        ))
+        Err(ArgError::new(s, "expected '-' for stdio or a tap interface name of 1-15 bytes without '/', ':' or spaces"))
     }
 }
 
@@ -199,14 +220,23 @@ fn split_key<'a>(arg: &str, s: &'a str) -> Result<(&'a str, Option<PathBuf>), Ar
 /// Parses the multicast channel, `group:port[=keyfile]`.
 pub fn parse_mcast(arg: &str) -> Result<McastSpec, ArgError> {
     let (head, key) = split_key(arg, arg)?;
-    let Some((addr, port)) = head.rsplit_once(':') else {
+    if head.contains('[') || head.bytes().filter(|&c| c == b':').count() > 1 {
+        return Err(ArgError::new(
+            arg,
+            "the multicast channel is IPv4 only: expected group:port with a group in 224.0.0.0/4",
+        ));
+    }
+    let Some((addr, port)) = head.split_once(':') else {
         return Err(ArgError::new(arg, "expected a multicast channel as group:port[=keyfile], e.g. 239.1.2.3:2000"));
     };
     let group: Ipv4Addr = addr
         .parse()
         .map_err(|_| ArgError::new(arg, "expected an IPv4 multicast group address (224.0.0.0/4) before ':port'"))?;
     if !group.is_multicast() {
-        return Err(ArgError::new(arg, format!("{group} is not an IPv4 multicast address (224.0.0.0/4)")));
+        return Err(ArgError::new(
+            arg,
+            format!("{group} is not multicast: expected an IPv4 group in 224.0.0.0/4, e.g. 239.1.2.3"),
+        ));
     }
     let port =
         parse_port(port).map_err(|_| ArgError::new(arg, "expected a multicast port number (1-65535) after ':'"))?;
@@ -235,6 +265,9 @@ pub fn parse_remote(arg: &str, ipv4_only: bool) -> Result<RemoteSpec, ArgError> 
         };
         (net, port)
     } else if head.bytes().filter(|&c| c == b':').count() >= 2 {
+        if head.split(':').next().is_some_and(|first| first.contains('.')) {
+            return Err(ArgError::new(arg, "expected an IPv4 block a.b.c.d[/n][:port] with one ':port' at most"));
+        }
         (parse_v6_block(arg, head)?, None)
     } else {
         let (block, port) = match head.split_once(':') {
@@ -245,20 +278,54 @@ pub fn parse_remote(arg: &str, ipv4_only: bool) -> Result<RemoteSpec, ArgError> 
         };
         (parse_v4_block(arg, block)?, port)
     };
+    let net = unmap(net);
     if ipv4_only && matches!(net, IpNet::V6(_)) {
         return Err(ArgError::new(arg, "IPv6 remotes cannot be used with -4 (IPv4-only socket)"));
     }
-    Ok(RemoteSpec { net, port, key, ignore: Vec::new() })
+    let spec = RemoteSpec { net, port, key, ignore: Vec::new() };
+    if let Some(addr) = spec.uplink_addr() {
+        check_uplink(arg, addr.ip())?;
+    }
+    Ok(spec)
+}
+
+/// An IPv4-mapped block (`::ffff:a.b.c.d/n`, n ≥ 96) is the IPv4 block it
+/// maps: sources are matched in their unmapped form, and `-4` can serve it.
+fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, n.prefix_len() - 96).map(IpNet::V4).unwrap_or(net),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+/// An uplink is a peer we send to unasked, so it must be one unicast host.
+fn check_uplink(arg: &str, ip: IpAddr) -> Result<(), ArgError> {
+    let problem = if ip.is_unspecified() {
+        "an uplink needs a host address, not the unspecified address (a downlink for any host is 0.0.0.0/0 or ::/0)"
+    } else if ip.is_multicast() {
+        "an uplink needs a unicast host address; a multicast group is declared with -m"
+    } else if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        "an uplink needs a unicast host address, not the broadcast address"
+    } else {
+        return Ok(());
+    };
+    Err(ArgError::new(arg, problem))
 }
 
 fn parse_v4_block(arg: &str, block: &str) -> Result<IpNet, ArgError> {
     let (addr, len) = split_prefix(block);
     let addr: Ipv4Addr = addr.parse().map_err(|_| {
-        if addr.contains(|c: char| c.is_ascii_hexdigit() && !c.is_ascii_digit())
-            || addr.contains('[')
-            || addr.contains(']')
-        {
-            ArgError::new(arg, "expected an IPv4 address block a.b.c.d[/n][:port], or an IPv6 block in [brackets]")
+        if addr.contains('[') || addr.contains(']') {
+            ArgError::new(arg, "expected the whole IPv6 block in brackets, as [addr[/n]]:port")
+        } else if addr.contains(|c: char| c.is_ascii_alphabetic()) {
+            ArgError::new(
+                arg,
+                "expected a numeric IPv4 address a.b.c.d[/n][:port] (host names are not resolved), \
+                 or an IPv6 block",
+            )
         } else {
             ArgError::new(arg, "expected an IPv4 address a.b.c.d before '/n', ':port' or '=keyfile'")
         }
@@ -276,9 +343,13 @@ fn parse_v4_block(arg: &str, block: &str) -> Result<IpNet, ArgError> {
 
 fn parse_v6_block(arg: &str, block: &str) -> Result<IpNet, ArgError> {
     let (addr, len) = split_prefix(block);
-    let addr: std::net::Ipv6Addr = addr
-        .parse()
-        .map_err(|_| ArgError::new(arg, "expected an IPv6 address block addr[/n], or [addr[/n]]:port with brackets"))?;
+    let addr: std::net::Ipv6Addr = addr.parse().map_err(|_| {
+        if addr.parse::<Ipv4Addr>().is_ok() {
+            ArgError::new(arg, "brackets are for IPv6; write an IPv4 block as a.b.c.d[/n][:port]")
+        } else {
+            ArgError::new(arg, "expected an IPv6 address block addr[/n], or [addr[/n]]:port with brackets")
+        }
+    })?;
     let len = match len {
         None => 128,
         Some(l) => {
@@ -327,13 +398,13 @@ pub fn parse_positionals(
             ))
         }
         Some(first) if first.starts_with('-') && first.len() > 1 => {
-            return Err(ArgError::new(
-                first,
-                "unknown option (options are -v, -4, -B n, -T n, -m mcast, -t tap, before the port)",
-            ))
+            return Err(ArgError::new(first, format!("unknown option ({OPTIONS})")))
         }
         Some(first) => {
-            let p = parse_port(first)?;
+            let p = parse_port(first).map_err(|e| match parse_remote(first, ipv4_only) {
+                Ok(_) => ArgError::new(first, "expected the UDP port (1-65535) before the first remote declaration"),
+                Err(_) => e,
+            })?;
             it.next();
             Some(p)
         }
