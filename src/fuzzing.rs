@@ -12,9 +12,8 @@ use crate::switch::{Forward, Params, PortId, Switch};
 
 /// The command line: NUL-separated arguments.
 pub fn cli_args(data: &[u8]) {
-    let args = std::iter::once(std::ffi::OsString::from("rrqnet")).chain(
-        data.split(|&b| b == 0).map(|a| std::ffi::OsString::from(String::from_utf8_lossy(a).into_owned())),
-    );
+    let args = std::iter::once(std::ffi::OsString::from("rrqnet"))
+        .chain(data.split(|&b| b == 0).map(|a| std::ffi::OsString::from(String::from_utf8_lossy(a).into_owned())));
     let _ = crate::cli::parse(args);
 }
 
@@ -44,7 +43,11 @@ pub fn vde_stream(data: &[u8]) {
 pub fn switch_ops(data: &[u8]) {
     let t0 = Instant::now();
     let mut now = t0;
-    let mut sw = Switch::new(Params { mac_capacity: 8, max_ports: 6, ignore: vec![vec![], vec![crate::mac::MacAddr([2, 0, 0, 0, 0, 3])]] });
+    let mut sw = Switch::new(Params {
+        mac_capacity: 8,
+        max_ports: 6,
+        ignore: vec![vec![], vec![crate::mac::MacAddr([2, 0, 0, 0, 0, 3])]],
+    });
     let local = sw.add_local(now);
     let up: SocketAddr = "192.0.2.1:2300".parse().unwrap();
     let _ = sw.add_uplink(now, up, 0);

@@ -39,10 +39,7 @@ fn main() -> ExitCode {
     let mut daemon = match Daemon::new(&cfg, Instant::now()) {
         Ok(d) => d,
         Err(e) => {
-            log::error!("{e}");
-            if cfg.verbosity == 0 && !log::log_enabled!(log::Level::Error) {
-                eprintln!("rrqnet: {e}");
-            }
+            eprintln!("rrqnet: {e}");
             return ExitCode::from(1);
         }
     };
