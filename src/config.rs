@@ -84,8 +84,25 @@ impl RemoteSpec {
     }
 
     /// Does a (canonical, unmapped) source address fall under this declaration?
+    ///
+    /// An IPv6 block that covers IPv4-mapped space (`::/0`, `::ffff:0:0/96`)
+    /// also matches IPv4 sources, as on the C rrqnet's all-mapped socket.
     pub fn matches(&self, src: SocketAddr) -> bool {
-        self.net.contains(&src.ip()) && self.port.map_or(true, |p| p == src.port())
+        let ip_ok = match (self.net, src.ip()) {
+            (IpNet::V6(n), IpAddr::V4(v4)) => n.contains(&v4.to_ipv6_mapped()),
+            (net, ip) => net.contains(&ip),
+        };
+        ip_ok && self.port.map_or(true, |p| p == src.port())
+    }
+
+    /// The prefix length as it applies to a source of the same family as
+    /// `src`: an IPv6 block matching an IPv4 source counts its bits past
+    /// the 96-bit mapped prefix.
+    pub fn prefix_len_for(&self, src: SocketAddr) -> u8 {
+        match (self.net, src.ip()) {
+            (IpNet::V6(n), IpAddr::V4(_)) => n.prefix_len().saturating_sub(96),
+            (net, _) => net.prefix_len(),
+        }
     }
 }
 

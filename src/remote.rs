@@ -62,7 +62,7 @@ impl Declarations {
             if !spec.matches(src) {
                 continue;
             }
-            let rank = (spec.uplink_addr() == Some(src), spec.net.prefix_len());
+            let rank = (spec.uplink_addr() == Some(src), spec.prefix_len_for(src));
             if best.is_none_or(|(_, r)| rank > r) {
                 best = Some((id, rank));
             }
@@ -101,6 +101,14 @@ mod tests {
         let d = decls(&["192.0.2.0/24"]);
         assert_eq!(d.match_source(sa("[::ffff:192.0.2.7]:5")), Some(0));
         assert_eq!(canonical(sa("[::ffff:192.0.2.7]:5")), sa("192.0.2.7:5"));
+    }
+
+    #[test]
+    fn ipv6_blocks_covering_mapped_space_match_ipv4() {
+        let d = decls(&["::/0", "192.0.2.0/24"]);
+        assert_eq!(d.match_source(sa("198.51.100.1:5")), Some(0));
+        assert_eq!(d.match_source(sa("192.0.2.1:5")), Some(1), "the /24 is longer than ::/0's 0 IPv4 bits");
+        assert_eq!(d.match_source(sa("[2001:db8::1]:5")), Some(0));
     }
 
     #[test]
