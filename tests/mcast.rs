@@ -359,6 +359,11 @@ fn multicast_port_gets_no_heartbeats_and_never_goes_stale() {
 
 /// QEMU with a slirp user network on a multicast socket netdev (SPEC 7).
 fn spawn_qemu(ns: &Netns, group: &str) -> Logged {
+    spawn_qemu_with(ns, &format!("socket,id=s0,mcast={group}"))
+}
+
+/// QEMU with a slirp user network hubbed to the netdev `s0` given.
+fn spawn_qemu_with(ns: &Netns, netdev: &str) -> Logged {
     let mut cmd = ns.cmd("qemu-system-x86_64");
     cmd.args([
         "-nodefaults",
@@ -369,7 +374,7 @@ fn spawn_qemu(ns: &Netns, group: &str) -> Logged {
         "-netdev",
         "user,id=u0",
         "-netdev",
-        &format!("socket,id=s0,mcast={group}"),
+        netdev,
         "-netdev",
         "hubport,id=h0,hubid=0,netdev=u0",
         "-netdev",
@@ -415,12 +420,24 @@ fn tap_reaches_qemu_slirp_over_a_group_routed_out_of_an_interface() {
     tap_reaches_qemu_slirp("tap_reaches_qemu_slirp_over_a_group_routed_out_of_an_interface", Via::Veth);
 }
 
+/// QEMU 7.2's newer `dgram` netdev with a multicast remote is the same wire.
+#[test]
+fn tap_reaches_qemu_slirp_over_a_dgram_netdev() {
+    let (host, port) = GROUP.split_once(':').unwrap();
+    let netdev = format!("dgram,id=s0,remote.type=inet,remote.host={host},remote.port={port}");
+    tap_reaches_qemu_slirp_with("tap_reaches_qemu_slirp_over_a_dgram_netdev", Via::Lo, &netdev);
+}
+
 fn tap_reaches_qemu_slirp(name: &str, via: Via) {
+    tap_reaches_qemu_slirp_with(name, via, &format!("socket,id=s0,mcast={GROUP}"));
+}
+
+fn tap_reaches_qemu_slirp_with(name: &str, via: Via, netdev: &str) {
     if !privileged(name) || !have_program(name, "qemu-system-x86_64") || !have_program(name, "vde_plug") {
         return;
     }
     let ns = mcast_netns("mcqemu", via);
-    let qemu = spawn_qemu(&ns, GROUP);
+    let qemu = spawn_qemu_with(&ns, netdev);
     let plug = spawn_tap_rrqnet(&ns, "rrqtap0", &["-m", GROUP]);
     assert!(plug.wait_log("multicast channel", Duration::from_secs(5)), "{}", plug.log());
     ping_slirp(&ns, &[&plug, &qemu]);

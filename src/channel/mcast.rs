@@ -41,7 +41,16 @@ pub struct McastError {
 
 impl std::fmt::Display for McastError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.step, self.source)
+        write!(f, "{}: {}", self.step, self.source)?;
+        match (self.step, self.source.raw_os_error()) {
+            ("IP_ADD_MEMBERSHIP" | "connect", Some(libc::ENODEV | libc::ENETUNREACH)) => f.write_str(
+                " (no route for the group: add one, e.g. 'ip route add 224.0.0.0/4 dev lo' to keep it on this host)",
+            ),
+            ("bind", Some(libc::EADDRINUSE)) => f.write_str(
+                " (another socket holds that port without SO_REUSEADDR; the group port must differ from rrqnet's own UDP port)",
+            ),
+            _ => Ok(()),
+        }
     }
 }
 
