@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use log::{debug, info, trace, warn};
 use mio::{Events, Poll, Token};
 
+use crate::channel::mcast::McastChannel;
 use crate::channel::stdio::StdioChannel;
 use crate::channel::udp::UdpChannel;
 use crate::channel::{Channel, Rx, Tx, MAX_PAYLOAD};
 use crate::config::{Config, LocalEnd};
 use crate::ratelimit::{Every, PerKey};
 use crate::remote::Declarations;
-use crate::switch::{Dest, DropReason, Event, Forward, Params, PortId, Switch, Target};
+use crate::switch::{DeclId, Dest, DropReason, Event, Forward, Params, PortId, Switch, Target};
 
 /// Payloads shorter than this on a plain UDP channel are heartbeats.
 pub const HEARTBEAT_MAX: usize = 11;
@@ -33,6 +34,7 @@ pub const READ_BUDGET: usize = 64;
 
 const LOCAL: Token = Token(0);
 const UDP: Token = Token(1);
+const MCAST: Token = Token(2);
 
 /// A failure that stops the daemon, with what it concerns.
 #[derive(Debug)]
@@ -43,6 +45,8 @@ pub enum StartError {
     Stdio(io::Error),
     /// The tap could not be opened.
     Tap { name: String, source: io::Error },
+    /// The multicast group could not be joined or sent to.
+    Multicast { group: SocketAddr, source: crate::channel::mcast::McastError },
     /// A key file could not be used.
     Key { path: PathBuf, reason: String },
     /// Something this build does not do yet.
@@ -57,6 +61,7 @@ impl fmt::Display for StartError {
             StartError::Bind { port, source } => write!(f, "cannot bind UDP port {port}: {source}"),
             StartError::Stdio(e) => write!(f, "cannot use stdin/stdout as the local channel: {e}"),
             StartError::Tap { name, source } => write!(f, "cannot open tap {name}: {source}"),
+            StartError::Multicast { group, source } => write!(f, "cannot use multicast group {group}: {source}"),
             StartError::Key { path, reason } => write!(f, "key file {}: {reason}", path.display()),
             StartError::Unsupported(what) => f.write_str(what),
             StartError::Poll(e) => write!(f, "event loop failed: {e}"),
@@ -78,6 +83,7 @@ pub enum Exit {
 struct Io {
     local: Option<Box<dyn Channel>>,
     udp: Option<UdpChannel>,
+    mcast: Option<McastChannel>,
     fatal: Option<(String, io::Error)>,
 }
 
@@ -93,7 +99,12 @@ impl Io {
                 Some(c) => (c, Some(addr)),
                 None => return Some(DropReason::NoTarget),
             },
-            Dest::Multicast => return Some(DropReason::NoTarget),
+            // Never a heartbeat or an empty datagram to the group (SPEC 4).
+            Dest::Multicast if frame.len() <= HEARTBEAT_MAX => return Some(DropReason::Runt),
+            Dest::Multicast => match self.mcast.as_mut() {
+                Some(c) => (c, None),
+                None => return Some(DropReason::NoTarget),
+            },
         };
         match chan.send(to, frame) {
             Ok(Tx::Sent) => None,
@@ -116,6 +127,7 @@ pub struct Daemon {
     decls: Declarations,
     io: Io,
     local_port: Option<PortId>,
+    mcast_port: Option<PortId>,
     local_ready: bool,
     buf: Box<[u8]>,
     unknown_log: PerKey<std::net::IpAddr>,
@@ -125,19 +137,26 @@ pub struct Daemon {
 impl Daemon {
     /// Opens every channel the configuration names.
     pub fn new(cfg: &Config, now: Instant) -> Result<Daemon, StartError> {
-        if cfg.remotes.iter().any(|r| r.key.is_some()) || cfg.multicast.as_ref().is_some_and(|m| m.key.is_some()) {
+        if cfg.remotes.iter().any(|r| r.key.is_some()) {
             return Err(StartError::Unsupported(
                 "transport encryption (=keyfile) is not available in this build yet; refusing to run a keyed channel in plaintext".into(),
             ));
         }
-        if cfg.multicast.is_some() {
-            return Err(StartError::Unsupported(
-                "the multicast channel (-m) is not available in this build yet".into(),
-            ));
+        if let Some(m) = cfg.multicast.as_ref().filter(|m| m.key.is_some()) {
+            return Err(StartError::Unsupported(format!(
+                "-m {}: transport encryption (=keyfile) on the multicast channel is not available in this build yet; refusing to run it in plaintext",
+                m.addr()
+            )));
         }
         let poll = Poll::new().map_err(StartError::Poll)?;
         let decls = Declarations::new(cfg.remotes.clone());
-        let params = Params { ignore: cfg.remotes.iter().map(|r| r.ignore.clone()).collect(), ..Params::default() };
+        // The multicast group's declaration comes after the remote ones; it
+        // has no ignore list.
+        let mcast_decl = DeclId::try_from(cfg.remotes.len())
+            .map_err(|_| StartError::Unsupported(format!("too many remote declarations (at most {})", DeclId::MAX)))?;
+        let mut ignore: Vec<_> = cfg.remotes.iter().map(|r| r.ignore.clone()).collect();
+        ignore.push(Vec::new());
+        let params = Params { ignore, ..Params::default() };
         let mut switch = Switch::new(params);
 
         let udp = match cfg.port {
@@ -174,6 +193,16 @@ impl Daemon {
                 None
             }
         };
+        let (mcast, mcast_port) = match &cfg.multicast {
+            Some(m) => {
+                let mut c = McastChannel::open(m.group, m.port)
+                    .map_err(|source| StartError::Multicast { group: m.addr(), source })?;
+                c.register(poll.registry(), MCAST).map_err(StartError::Poll)?;
+                info!("multicast channel {} (sending from {})", c.group(), c.own_addr());
+                (Some(c), switch.add_multicast(now, mcast_decl))
+            }
+            None => (None, None),
+        };
         for (id, spec) in decls.iter() {
             match spec.uplink_addr() {
                 Some(addr) => {
@@ -190,8 +219,9 @@ impl Daemon {
             poll,
             switch,
             decls,
-            io: Io { local, udp, fatal: None },
+            io: Io { local, udp, mcast, fatal: None },
             local_port,
+            mcast_port,
             local_ready: false,
             buf: vec![0u8; MAX_PAYLOAD].into_boxed_slice(),
             unknown_log: PerKey::new(Duration::from_secs(60), 1024),
@@ -214,10 +244,15 @@ impl Daemon {
         let mut events = Events::with_capacity(64);
         let mut ready_local = self.io.local.is_some();
         let mut ready_udp = self.io.udp.is_some();
+        let mut ready_mcast = self.io.mcast.is_some();
         loop {
             let now = Instant::now();
             self.tick(now);
-            let timeout = if ready_local || ready_udp { Some(Duration::ZERO) } else { self.switch.timeout_from(now) };
+            let timeout = if ready_local || ready_udp || ready_mcast {
+                Some(Duration::ZERO)
+            } else {
+                self.switch.timeout_from(now)
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -238,12 +273,16 @@ impl Daemon {
                         }
                     }
                     UDP => ready_udp = true,
+                    MCAST => ready_mcast = true,
                     _ => {}
                 }
             }
             let now = Instant::now();
             if ready_udp {
                 ready_udp = self.serve_udp(now)?;
+            }
+            if ready_mcast {
+                ready_mcast = self.serve_mcast(now)?;
             }
             if ready_local {
                 match self.serve_local(now)? {
@@ -313,6 +352,35 @@ impl Daemon {
                 trace!("heartbeat from {from}");
                 continue;
             }
+            self.forward(now, port, len);
+        }
+        Ok(true)
+    }
+
+    /// Reads up to the budget from the multicast group. True if it may have
+    /// more. Everything heard on the group is from the one multicast remote.
+    fn serve_mcast(&mut self, now: Instant) -> Result<bool, StartError> {
+        for _ in 0..READ_BUDGET {
+            let (Some(mcast), Some(port)) = (self.io.mcast.as_mut(), self.mcast_port) else { return Ok(false) };
+            let (len, from) = match mcast.recv(&mut self.buf) {
+                Ok(Rx::Packet { len, from: Some(from) }) => (len, from),
+                Ok(Rx::Packet { from: None, .. }) => continue,
+                Ok(Rx::Idle) | Ok(Rx::Closed) => return Ok(false),
+                Err(e) => {
+                    return Err(StartError::Poll(io::Error::new(e.kind(), format!("multicast receive: {e}"))));
+                }
+            };
+            if mcast.is_own(from) {
+                self.switch.count_drop(DropReason::OwnMulticast);
+                continue;
+            }
+            // Not a frame, and the group has no heartbeats.
+            if len <= HEARTBEAT_MAX {
+                self.switch.count_drop(DropReason::Runt);
+                trace!("dropped a {len}-byte datagram from {from} on the multicast group");
+                continue;
+            }
+            self.switch.port_rx(now, port);
             self.forward(now, port, len);
         }
         Ok(true)
