@@ -57,8 +57,15 @@ pub struct MacTable {
 impl MacTable {
     /// An empty table that holds at most `capacity` entries. Its memory is
     /// reserved here, so learning never allocates.
+    ///
+    /// The map gets room for twice `capacity`: entries removed by ageing or
+    /// by a port going away leave deleted slots behind, and once those use up
+    /// the spare room an insert has to reclaim them. The hash map does that in
+    /// place only while it is at most half full; above that it grows, which
+    /// would allocate (once, doubling the table) inside `handle_frame`. With
+    /// the doubled room the table is never more than half full.
     pub fn new(capacity: usize) -> Self {
-        MacTable { map: HashMap::with_capacity(capacity), capacity }
+        MacTable { map: HashMap::with_capacity(capacity.saturating_mul(2)), capacity }
     }
 
     /// Number of entries.
