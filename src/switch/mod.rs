@@ -135,11 +135,14 @@ pub enum DropReason {
     SendFailed,
     /// Our own multicast datagram heard back.
     OwnMulticast,
+    /// The MAC table is full, and the source could not be held against
+    /// loops either: flooding it could start a broadcast storm.
+    NoLoopHold,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -155,6 +158,7 @@ impl DropReason {
         DropReason::Replay,
         DropReason::SendFailed,
         DropReason::OwnMulticast,
+        DropReason::NoLoopHold,
     ];
 
     /// A short name for logs.
@@ -173,6 +177,7 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::SendFailed => "send-failed",
             DropReason::OwnMulticast => "own-multicast",
+            DropReason::NoLoopHold => "table-full-no-loop-hold",
         }
     }
 }
@@ -186,7 +191,8 @@ pub struct Stats {
     pub unicast: u64,
     /// Frames flooded.
     pub flooded: u64,
-    /// Addresses not learned because the table was full.
+    /// Frames whose source address was not learned because the table was
+    /// full (whether they went on or were dropped as [`DropReason::NoLoopHold`]).
     pub table_full: u64,
     /// Addresses that moved from one port to another.
     pub moved: u64,
@@ -465,6 +471,10 @@ impl Switch {
         match self.table.learn(src, ingress, now, hold) {
             Learn::HeldElsewhere(_) => return self.drop(DropReason::Sticky),
             Learn::Full => self.stats.table_full += 1,
+            Learn::Unheld => {
+                self.stats.table_full += 1;
+                return self.drop(DropReason::NoLoopHold);
+            }
             Learn::Moved(_) => self.stats.moved += 1,
             Learn::New => {
                 if self.next_sweep.is_none() {

@@ -675,3 +675,79 @@ fn table_learn_answers() {
     assert_eq!(t.expire(c.s(7) + timing::MAC_AGEING, timing::MAC_AGEING), 1);
     assert!(t.is_empty());
 }
+
+#[test]
+fn a_full_table_still_holds_what_it_cannot_learn() {
+    let c = Clock::new();
+    let (mut sw, l, u1, u2) = three_ports(&c, Params { mac_capacity: 2, ..Params::default() });
+    send(&mut sw, c.0, l, MacAddr::BROADCAST, mac(1));
+    send(&mut sw, c.0, l, MacAddr::BROADCAST, mac(2));
+    let e = mac(0xe);
+    // Not learned, but its copies from elsewhere are dropped as sticky, as
+    // they would be if it were: otherwise full tables make broadcast loops.
+    assert_eq!(send(&mut sw, c.0, u1, MacAddr::BROADCAST, e), Out::Flood(vec![l, u2]));
+    assert_eq!(sw.port_of(&e, c.0), None);
+    assert_eq!(send(&mut sw, c.ms(5_900), u2, MacAddr::BROADCAST, e), Out::Drop(DropReason::Sticky));
+    // More from the same port extends the hold.
+    assert_eq!(send(&mut sw, c.s(5), u1, mac(0xf), e), Out::Flood(vec![l, u2]));
+    assert_eq!(send(&mut sw, c.ms(24_900), u2, MacAddr::BROADCAST, e), Out::Drop(DropReason::Sticky));
+    // After the hold, another port may take it.
+    assert_eq!(send(&mut sw, c.ms(25_100), u2, MacAddr::BROADCAST, e), Out::Flood(vec![l, u1]));
+    assert_eq!(send(&mut sw, c.ms(25_200), u1, MacAddr::BROADCAST, e), Out::Drop(DropReason::Sticky));
+    assert_eq!(sw.stats().table_full, 3);
+    assert_eq!(sw.stats().dropped(DropReason::Sticky), 3);
+    assert_eq!(sw.mac_count(), 2);
+}
+
+#[test]
+fn a_full_table_drops_what_it_can_neither_learn_nor_hold() {
+    let c = Clock::new();
+    let (mut sw, l, u1, u2) = three_ports(&c, Params { mac_capacity: 1, ..Params::default() });
+    send(&mut sw, c.0, l, MacAddr::BROADCAST, mac(1));
+    // New addresses until one finds its hold slot taken: by the pigeonhole
+    // principle within HOLD_SLOTS + 1 of them.
+    let mut refused = None;
+    for n in 0..=table::HOLD_SLOTS as u32 {
+        let b = n.to_be_bytes();
+        let src = MacAddr([0x02, 0x77, b[0], b[1], b[2], b[3]]);
+        match send(&mut sw, c.0, u1, MacAddr::BROADCAST, src) {
+            Out::Flood(to) => assert_eq!(to, vec![l, u2]),
+            Out::Drop(DropReason::NoLoopHold) => {
+                refused = Some(src);
+                break;
+            }
+            other => panic!("{src}: {other:?}"),
+        }
+    }
+    let src = refused.expect("some hold slot is shared");
+    assert_eq!(sw.stats().dropped(DropReason::NoLoopHold), 1);
+    // Once the other address's hold has run out, this one gets the slot.
+    assert_eq!(send(&mut sw, c.ms(6_100), u1, MacAddr::BROADCAST, src), Out::Flood(vec![l, u2]));
+    assert_eq!(send(&mut sw, c.ms(6_200), u2, MacAddr::BROADCAST, src), Out::Drop(DropReason::Sticky));
+}
+
+#[test]
+fn table_holds_outlast_a_full_table_and_go_with_their_port() {
+    let c = Clock::new();
+    let (p, q) = (PortId(1), PortId(2));
+    let six = timing::STICKY_BROADCAST;
+    let mut t = MacTable::new(1);
+    assert_eq!(t.learn(mac(1), p, c.0, six), Learn::New);
+    assert_eq!(t.learn(mac(2), q, c.0, six), Learn::Full);
+    assert_eq!(t.learn(mac(2), p, c.s(1), six), Learn::HeldElsewhere(q));
+    assert_eq!(t.learn(mac(2), q, c.s(1), six), Learn::Full);
+    assert_eq!(t.len(), 1);
+    // Room again: the hold still keeps mac(2) off p until it runs out...
+    t.forget_port(p);
+    assert!(t.is_empty());
+    assert_eq!(t.learn(mac(2), p, c.s(2), six), Learn::HeldElsewhere(q));
+    // ...and on q it is learned at last.
+    assert_eq!(t.learn(mac(2), q, c.s(3), six), Learn::New);
+    assert_eq!(t.lookup(&mac(2), c.s(3), timing::MAC_AGEING), super::table::Answer::Found(q));
+    // A port that goes away takes its holds with it.
+    let mut t = MacTable::new(0);
+    assert_eq!(t.learn(mac(3), p, c.0, six), Learn::Full);
+    assert_eq!(t.learn(mac(3), q, c.0, six), Learn::HeldElsewhere(p));
+    t.forget_port(p);
+    assert_eq!(t.learn(mac(3), q, c.0, six), Learn::Full);
+}
