@@ -5,6 +5,7 @@
 //! declarations or keys; the daemon and the switch decide what goes where.
 
 pub mod mcast;
+pub mod mem;
 pub mod stdio;
 pub mod udp;
 

@@ -135,11 +135,14 @@ pub enum DropReason {
     SendFailed,
     /// Our own multicast datagram heard back.
     OwnMulticast,
+    /// The MAC table is full, and the source could not be held against
+    /// loops either: flooding it could start a broadcast storm.
+    NoLoopHold,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -155,6 +158,7 @@ impl DropReason {
         DropReason::Replay,
         DropReason::SendFailed,
         DropReason::OwnMulticast,
+        DropReason::NoLoopHold,
     ];
 
     /// A short name for logs.
@@ -173,6 +177,7 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::SendFailed => "send-failed",
             DropReason::OwnMulticast => "own-multicast",
+            DropReason::NoLoopHold => "table-full-no-loop-hold",
         }
     }
 }
@@ -186,7 +191,8 @@ pub struct Stats {
     pub unicast: u64,
     /// Frames flooded.
     pub flooded: u64,
-    /// Addresses not learned because the table was full.
+    /// Frames whose source address was not learned because the table was
+    /// full (whether they went on or were dropped as [`DropReason::NoLoopHold`]).
     pub table_full: u64,
     /// Addresses that moved from one port to another.
     pub moved: u64,
@@ -226,7 +232,8 @@ pub enum Event {
 pub struct Params {
     /// Bound on learned MAC addresses.
     pub mac_capacity: usize,
-    /// Bound on ports.
+    /// Bound on remotes (uplinks, downlinks, the multicast group) at once;
+    /// the local end is not counted.
     pub max_ports: usize,
     /// Ignore lists, indexed by [`DeclId`].
     pub ignore: Vec<Vec<MacAddr>>,
@@ -244,6 +251,7 @@ pub struct Switch {
     ports: Vec<Option<Port>>,
     free: Vec<u32>,
     live: usize,
+    locals: usize,
     by_addr: HashMap<SocketAddr, PortId>,
     table: MacTable,
     params: Params,
@@ -260,6 +268,7 @@ impl Switch {
             ports: Vec::new(),
             free: Vec::new(),
             live: 0,
+            locals: 0,
             by_addr: HashMap::new(),
             table: MacTable::new(params.mac_capacity),
             params,
@@ -303,8 +312,10 @@ impl Switch {
         }
     }
 
-    fn add_port(&mut self, port: Port) -> Option<PortId> {
-        if self.live >= self.params.max_ports {
+    /// Adds a remote port; `None` if its address is already a port or
+    /// `max_ports` remotes are live.
+    fn add_remote(&mut self, port: Port) -> Option<PortId> {
+        if self.live - self.locals >= self.params.max_ports {
             return None;
         }
         if let Dest::Remote(addr) = port.dest {
@@ -312,6 +323,11 @@ impl Switch {
                 return None;
             }
         }
+        Some(self.insert_port(port))
+    }
+
+    fn insert_port(&mut self, port: Port) -> PortId {
+        let (kind, dest) = (port.kind, port.dest);
         let id = match self.free.pop() {
             Some(i) => {
                 self.ports[i as usize] = Some(port);
@@ -322,13 +338,16 @@ impl Switch {
                 PortId(self.ports.len() as u32 - 1)
             }
         };
-        if let Some(Some(Port { dest: Dest::Remote(addr), .. })) = self.ports.get(id.0 as usize) {
-            self.by_addr.insert(*addr, id);
+        if let Dest::Remote(addr) = dest {
+            self.by_addr.insert(addr, id);
         }
         self.live += 1;
+        if kind == Kind::Local {
+            self.locals += 1;
+        }
         // Reserve flood room now, so handle_frame never allocates.
         self.flood.reserve(self.live.saturating_sub(self.flood.len()));
-        Some(id)
+        id
     }
 
     fn remove_port(&mut self, id: PortId) -> Option<Port> {
@@ -339,20 +358,23 @@ impl Switch {
         self.table.forget_port(id);
         self.free.push(id.0);
         self.live -= 1;
+        if port.kind == Kind::Local {
+            self.locals -= 1;
+        }
         Some(port)
     }
 
-    /// Adds the local end (tap or stdio).
+    /// Adds the local end (tap or stdio). It does not count against
+    /// [`Params::max_ports`], which bounds remotes, so it always fits.
     pub fn add_local(&mut self, now: Instant) -> PortId {
-        self.add_port(Port { kind: Kind::Local, dest: Dest::Local, decl: None, last_rx: now, next_heartbeat: None })
-            .expect("the first port always fits")
+        self.insert_port(Port { kind: Kind::Local, dest: Dest::Local, decl: None, last_rx: now, next_heartbeat: None })
     }
 
     /// Adds an uplink: a fixed remote, flooded to from the start, with a
     /// heartbeat due at once and every [`timing::HEARTBEAT_INTERVAL`] after.
     /// `None` if the address is already a port or the switch is full.
     pub fn add_uplink(&mut self, now: Instant, addr: SocketAddr, decl: DeclId) -> Option<PortId> {
-        self.add_port(Port {
+        self.add_remote(Port {
             kind: Kind::Uplink,
             dest: Dest::Remote(addr),
             decl: Some(decl),
@@ -363,7 +385,7 @@ impl Switch {
 
     /// Adds the multicast group: a persistent remote that gets no heartbeats.
     pub fn add_multicast(&mut self, now: Instant, decl: DeclId) -> Option<PortId> {
-        self.add_port(Port {
+        self.add_remote(Port {
             kind: Kind::Multicast,
             dest: Dest::Multicast,
             decl: Some(decl),
@@ -396,7 +418,7 @@ impl Switch {
             last_rx: now,
             next_heartbeat: None,
         };
-        match self.add_port(port) {
+        match self.add_remote(port) {
             Some(id) => {
                 self.events.push_back(Event::RemoteUp(addr));
                 Ok(id)
@@ -449,6 +471,10 @@ impl Switch {
         match self.table.learn(src, ingress, now, hold) {
             Learn::HeldElsewhere(_) => return self.drop(DropReason::Sticky),
             Learn::Full => self.stats.table_full += 1,
+            Learn::Unheld => {
+                self.stats.table_full += 1;
+                return self.drop(DropReason::NoLoopHold);
+            }
             Learn::Moved(_) => self.stats.moved += 1,
             Learn::New => {
                 if self.next_sweep.is_none() {
@@ -557,3 +583,6 @@ impl Switch {
         self.poll_timeout().map(|t| t.saturating_duration_since(now))
     }
 }
+
+#[cfg(test)]
+mod tests;
