@@ -29,6 +29,8 @@ pub const HEARTBEAT_MAX: usize = 11;
 /// What we send as a heartbeat: short and non-empty (SPEC 3: a zero-length
 /// datagram stops QEMU's UDP netdevs for good).
 pub const HEARTBEAT: &[u8] = b"\0";
+/// Longest wait between looks at the switch's timers.
+const TICK_MAX: Duration = Duration::from_secs(1);
 /// Packets read from one channel before the others get a turn.
 pub const READ_BUDGET: usize = 64;
 
@@ -207,7 +209,7 @@ impl Daemon {
             match spec.uplink_addr() {
                 Some(addr) => {
                     if switch.add_uplink(now, addr, id).is_none() {
-                        warn!("uplink {spec} is declared twice; using the first");
+                        warn!("uplink {spec} not added: declared twice, or too many remotes");
                     } else {
                         info!("uplink {spec}");
                     }
@@ -245,13 +247,21 @@ impl Daemon {
         let mut ready_local = self.io.local.is_some();
         let mut ready_udp = self.io.udp.is_some();
         let mut ready_mcast = self.io.mcast.is_some();
+        let mut next_tick = Instant::now();
         loop {
             let now = Instant::now();
-            self.tick(now);
+            self.log_events();
+            if now >= next_tick {
+                self.tick(now);
+                // Timers are looked at when the switch says one is due, and at
+                // least every TICK_MAX, so a deadline that appears between
+                // ticks (a new downlink's staleness) is never late by more.
+                next_tick = self.switch.poll_timeout().map_or(now + TICK_MAX, |t| t.min(now + TICK_MAX));
+            }
             let timeout = if ready_local || ready_udp || ready_mcast {
                 Some(Duration::ZERO)
             } else {
-                self.switch.timeout_from(now)
+                Some(next_tick.saturating_duration_since(now))
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -307,19 +317,23 @@ impl Daemon {
         Err(StartError::Stdio(e))
     }
 
-    /// Timers: heartbeats, stale downlinks, events for the log.
+    /// Logs what happened to the set of remotes.
+    fn log_events(&mut self) {
+        while let Some(ev) = self.switch.poll_event() {
+            match ev {
+                Event::RemoteUp(a) => debug!("remote {a} connected"),
+                Event::RemoteStale(a) => debug!("remote {a} is stale; removed"),
+            }
+        }
+    }
+
+    /// Timers: heartbeats and stale downlinks.
     fn tick(&mut self, now: Instant) {
         self.switch.handle_timeout(now);
         while let Some(t) = self.switch.poll_heartbeat(now) {
             trace!("heartbeat to {}", t.dest);
             if let Some(r) = self.io.deliver(&t, HEARTBEAT) {
                 self.switch.count_drop(r);
-            }
-        }
-        while let Some(ev) = self.switch.poll_event() {
-            match ev {
-                Event::RemoteUp(a) => debug!("remote {a} connected"),
-                Event::RemoteStale(a) => debug!("remote {a} is stale; removed"),
             }
         }
     }
@@ -407,28 +421,31 @@ impl Daemon {
 
     fn forward(&mut self, now: Instant, ingress: PortId, len: usize) {
         let frame = &self.buf[..len];
-        let mut failed: Option<DropReason> = None;
-        let mut failures = 0u64;
+        let mut failed = [0u64; DropReason::COUNT];
         match self.switch.handle_frame(now, ingress, frame) {
             Forward::Drop(r) => {
                 trace!("drop {} from port {}: {}", len, ingress.0, r.name());
                 return;
             }
             Forward::Unicast(t) => {
-                failed = self.io.deliver(&t, frame);
-                failures = failed.is_some() as u64;
+                if let Some(r) = self.io.deliver(&t, frame) {
+                    failed[r as usize] += 1;
+                }
             }
             Forward::Flood(targets) => {
                 for t in targets {
                     if let Some(r) = self.io.deliver(t, frame) {
-                        failed = Some(r);
-                        failures += 1;
+                        failed[r as usize] += 1;
                     }
                 }
             }
         }
-        if let Some(r) = failed {
-            for _ in 0..failures {
+        for r in DropReason::ALL {
+            let n = failed[r as usize];
+            if n == 0 {
+                continue;
+            }
+            for _ in 0..n {
                 self.switch.count_drop(r);
             }
             if let Some(more) = self.drop_log.allow(now) {
@@ -439,6 +456,7 @@ impl Daemon {
 
     /// Flushes queued local output at exit.
     pub fn finish(&mut self) {
+        self.log_events();
         let s = self.switch.stats();
         let drops: Vec<String> = DropReason::ALL
             .iter()

@@ -87,6 +87,6 @@ pub fn switch_ops(data: &[u8]) {
             }
         }
         assert!(sw.mac_count() <= 8, "the MAC table is bounded");
-        assert!(sw.port_count() <= 6, "the port set is bounded");
+        assert!(sw.port_count() <= 7, "the port set is bounded (6 remotes and the local end)");
     }
 }
