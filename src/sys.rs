@@ -57,3 +57,236 @@ pub fn set_buffer_force(sock: &impl AsRawFd, option: libc::c_int, bytes: usize) 
         Ok(())
     }
 }
+
+/// Reusable headers for `recvmmsg`/`sendmmsg`: allocated once, pointed at
+/// the caller's buffers on every call, so a batch costs no allocation.
+pub struct Mmsg {
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_storage>,
+}
+
+// SAFETY: the raw pointers inside are only ever set from, and used during,
+// a call that borrows the buffers they point to; between calls they dangle
+// harmlessly and are overwritten before the next use.
+unsafe impl Send for Mmsg {}
+
+impl std::fmt::Debug for Mmsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mmsg({})", self.hdrs.len())
+    }
+}
+
+impl Mmsg {
+    /// Room for batches of up to `n` datagrams.
+    pub fn new(n: usize) -> Self {
+        // SAFETY: mmsghdr, iovec and sockaddr_storage are plain C structs for
+        // which all-zero bytes is a valid value.
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        Mmsg {
+            hdrs: vec![zero_hdr; n],
+            iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; n],
+            addrs: vec![zero_addr; n],
+        }
+    }
+
+    /// The batch size.
+    pub fn capacity(&self) -> usize {
+        self.hdrs.len()
+    }
+
+    /// Receives up to `bufs.len()` datagrams without blocking. Fills `meta`
+    /// with each one's length and source; returns how many arrived
+    /// (`WouldBlock` when none).
+    pub fn recv(
+        &mut self,
+        fd: &impl AsRawFd,
+        bufs: &mut [&mut [u8]],
+        meta: &mut [(usize, Option<std::net::SocketAddr>)],
+    ) -> io::Result<usize> {
+        let n = bufs.len().min(self.hdrs.len()).min(meta.len());
+        for i in 0..n {
+            self.iovs[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: bufs[i].len() };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: the first n headers point at n live, exclusively borrowed
+        // buffers and address slots of the sizes given; the kernel writes
+        // only within them.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = r as usize;
+        for i in 0..got {
+            let h = &self.hdrs[i];
+            let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let len = if truncated { usize::MAX } else { h.msg_len as usize };
+            meta[i] = (len, sockaddr_to_std(&self.addrs[i], h.msg_hdr.msg_namelen));
+        }
+        Ok(got)
+    }
+
+    /// Sends `msgs` (payload, destination) without blocking, as many per
+    /// system call as fit. Returns how many were sent; a datagram the kernel
+    /// refuses is skipped and counted in the second value.
+    pub fn send(&mut self, fd: &impl AsRawFd, msgs: &[(&[u8], std::net::SocketAddr)]) -> io::Result<(usize, usize)> {
+        let mut sent = 0;
+        let mut failed = 0;
+        let mut at = 0;
+        while at < msgs.len() {
+            let n = (msgs.len() - at).min(self.hdrs.len());
+            for i in 0..n {
+                let (payload, to) = msgs[at + i];
+                let len = std_to_sockaddr(to, &mut self.addrs[i]);
+                self.iovs[i] = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+                let h = &mut self.hdrs[i];
+                h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = len;
+                h.msg_hdr.msg_iov = &mut self.iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+                h.msg_hdr.msg_flags = 0;
+                h.msg_len = 0;
+            }
+            // SAFETY: the first n headers point at payloads borrowed for this
+            // call (the kernel only reads them) and at filled address slots.
+            let r = unsafe {
+                libc::sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Ok((sent, failed + msgs.len() - at)),
+                    // The first datagram of this round failed (too large,
+                    // unreachable): skip it and go on with the rest.
+                    _ => {
+                        failed += 1;
+                        at += 1;
+                        continue;
+                    }
+                }
+            }
+            sent += r as usize;
+            at += r as usize;
+        }
+        Ok((sent, failed))
+    }
+}
+
+fn sockaddr_to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let a: &libc::sockaddr_in = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+        }
+        _ => None,
+    }
+}
+
+fn std_to_sockaddr(addr: std::net::SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a
+            // sockaddr_in, and we hold it exclusively.
+            let sin: &mut libc::sockaddr_in = unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr { s_addr: u32::from(*a.ip()).to_be() };
+            sin.sin_zero = [0; 8];
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6: &mut libc::sockaddr_in6 = unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    #[test]
+    fn mmsg_round_trip_v4_and_v6() {
+        for (bind, peer) in [("127.0.0.1:0", "127.0.0.1:0"), ("[::1]:0", "[::1]:0")] {
+            let rx = UdpSocket::bind(bind).unwrap();
+            let tx = UdpSocket::bind(peer).unwrap();
+            let to = rx.local_addr().unwrap();
+            let payloads: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 10 + i * 100]).collect();
+            let msgs: Vec<(&[u8], std::net::SocketAddr)> = payloads.iter().map(|p| (p.as_slice(), to)).collect();
+            let mut m = Mmsg::new(3);
+            assert_eq!(m.send(&tx, &msgs).unwrap(), (5, 0));
+            let mut store = vec![vec![0u8; 2048]; 8];
+            let mut meta = vec![(0usize, None); 8];
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                let mut bufs: Vec<&mut [u8]> = store.iter_mut().map(|b| b.as_mut_slice()).collect();
+                match m.recv(&rx, &mut bufs, &mut meta) {
+                    Ok(n) => {
+                        for (i, (len, from)) in meta.iter().take(n).enumerate() {
+                            assert_eq!(*from, Some(tx.local_addr().unwrap()));
+                            got.push(store[i][..*len].to_vec());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+                if got.len() == 5 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(got, payloads);
+        }
+    }
+
+    #[test]
+    fn mmsg_marks_truncated_datagrams() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[7u8; 100], rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut m = Mmsg::new(2);
+        let mut store = [0u8; 50];
+        let mut bufs: Vec<&mut [u8]> = vec![&mut store];
+        let mut meta = [(0usize, None); 1];
+        assert_eq!(m.recv(&rx, &mut bufs, &mut meta).unwrap(), 1);
+        assert_eq!(meta[0].0, usize::MAX);
+    }
+}
