@@ -6,13 +6,15 @@
 //! stdio, the UDP socket serving uplinks and downlinks, multicast), all behind
 //! one small [`channel::Channel`] trait. [`daemon`] is the one event loop that
 //! joins them. [`cli`] and [`config`] are the edge where user input becomes
-//! types.
+//! types. [`crypto`] is the keyed datagram format, as pure as the switch:
+//! key files, sessions, sealing and opening, with time as an argument.
 
 #![deny(unsafe_code)]
 
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,0 +1,551 @@
+//! The keyed datagram format through its public API: golden vectors that pin
+//! the wire format, the receive rules of SPEC section 5 (every way a datagram
+//! must be refused), session renewal, and key file handling.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rrqnet::crypto::{
+    timing, KeyFileProblem, KeyFileWarning, Kind, MasterKey, OpenError, Opener, Sealer, SealerLimits, SessionId,
+    Transport, DEFAULT_MAX_SESSIONS, HEADER_LEN, OVERHEAD, REPLAY_WINDOW, TAG_LEN,
+};
+
+const NOW: u64 = 1_700_000_000;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// The key material of the golden vectors: bytes 0, 1, ..., 63.
+fn golden_key() -> MasterKey {
+    MasterKey::from_bytes(&(0..64u8).collect::<Vec<_>>()).unwrap()
+}
+
+fn key(byte: u8) -> MasterKey {
+    MasterKey::from_bytes(&[byte; 64]).unwrap()
+}
+
+/// An ARP request, 42 bytes.
+const FRAME_HEX: &str = "ffffffffffff020000000001080600010800060400010200000000010a000001000000000000000a000002";
+
+/// Seals `payload` (a heartbeat when empty) and returns the datagram.
+fn seal(s: &mut Sealer, payload: &[u8], now: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADER_LEN + payload.len() + TAG_LEN];
+    buf[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+    let kind = if payload.is_empty() { Kind::Heartbeat } else { Kind::Data };
+    let r = s.seal_in_place(&mut buf, HEADER_LEN, payload.len(), kind, now).unwrap();
+    assert_eq!(r, 0..buf.len());
+    buf
+}
+
+/// A sender and a receiver of the same key, each with its own sessions.
+fn pair(k: &MasterKey) -> (Sealer, Transport) {
+    (Sealer::new(k, NOW, SealerLimits::default()).unwrap(), Transport::new(k, NOW).unwrap())
+}
+
+fn open(rx: &mut Transport, datagram: &[u8], now: u64) -> Result<Vec<u8>, OpenError> {
+    let mut d = datagram.to_vec();
+    let o = rx.open_in_place(&mut d, now)?;
+    Ok(d[o.payload].to_vec())
+}
+
+fn frame(n: usize, tag: u64) -> Vec<u8> {
+    (0..n).map(|i| (i as u64).wrapping_mul(31).wrapping_add(tag) as u8).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Golden vectors: the wire format must not change by accident. The expected
+// bytes were computed independently (Python: hmac/hashlib HKDF, and the
+// `cryptography` package's ChaCha20Poly1305) from the documented format.
+
+#[test]
+fn golden_data_datagram() {
+    let k = golden_key();
+    let mut s =
+        Sealer::with_session(&k, SessionId(*b"0123456789abcdef"), NOW, 0x0102_0304_0506_0708, SealerLimits::default());
+    let frame = unhex(FRAME_HEX);
+    let d = seal(&mut s, &frame, NOW);
+    assert_eq!(
+        hex(&d),
+        "0101303132333435363738396162636465660102030405060708000000006553f100\
+         36267e81c8bcda3aacbef8471762cf3fb4c1b01e4a485cbbca446176382f804acc1416a53ae26c892c\
+         145b7b8b2c0b8d7ccee1f812f622de10015d"
+    );
+    let mut rx = Opener::new(&k, 4);
+    let own = Sealer::new(&k, NOW, SealerLimits::default()).unwrap();
+    let mut buf = d.clone();
+    let o = rx.open_in_place(&mut buf, NOW, own.own_sessions()).unwrap();
+    assert_eq!((o.kind, o.counter, o.new_session), (Kind::Data, 0x0102_0304_0506_0708, true));
+    assert_eq!(o.session, SessionId(*b"0123456789abcdef"));
+    assert_eq!(buf[o.payload], frame[..]);
+}
+
+#[test]
+fn golden_heartbeat_datagram() {
+    let k = golden_key();
+    let mut s = Sealer::with_session(&k, SessionId(*b"0123456789abcdef"), NOW, 7, SealerLimits::default());
+    let d = seal(&mut s, &[], NOW);
+    assert_eq!(d.len(), OVERHEAD);
+    assert_eq!(
+        hex(&d),
+        "0102303132333435363738396162636465660000000000000007000000006553f100\
+         9cbe8224d22d1320d36fff5af832386b"
+    );
+}
+
+#[test]
+fn golden_fingerprint() {
+    assert_eq!(golden_key().fingerprint().to_string(), "c3ad36c96d912237");
+}
+
+// ---------------------------------------------------------------------------
+// Round trips.
+
+#[test]
+fn data_and_heartbeats_round_trip_in_place() {
+    let k = key(1);
+    let (mut tx, mut rx) = pair(&k);
+    for (i, n) in [1usize, 14, 60, 1400, 9000, 65_000].into_iter().enumerate() {
+        let f = frame(n, i as u64);
+        // Headroom and tailroom inside a larger buffer, as the daemon has it.
+        let mut buf = vec![0xeeu8; 100 + HEADER_LEN + n + TAG_LEN + 100];
+        let off = 100 + HEADER_LEN;
+        buf[off..off + n].copy_from_slice(&f);
+        let r = tx.seal_in_place(&mut buf, off, n, Kind::Data, NOW).unwrap();
+        assert_eq!(r, 100..off + n + TAG_LEN);
+        assert!(buf[..100].iter().chain(&buf[r.end..]).all(|&b| b == 0xee), "outside the datagram untouched");
+        assert_ne!(buf[off..off + n], f[..], "encrypted");
+        let o = rx.open_in_place(&mut buf[r.clone()], NOW).unwrap();
+        assert_eq!(o.kind, Kind::Data);
+        assert_eq!(o.payload, HEADER_LEN..HEADER_LEN + n);
+        assert_eq!(buf[r][o.payload], f[..]);
+        assert_eq!(o.new_session, i == 0);
+    }
+    let hb = seal(&mut tx, &[], NOW);
+    let mut d = hb.clone();
+    let o = rx.open_in_place(&mut d, NOW).unwrap();
+    assert_eq!((o.kind, o.payload.len()), (Kind::Heartbeat, 0));
+}
+
+#[test]
+fn a_datagram_sealed_once_is_accepted_by_every_receiver_of_the_key_once() {
+    let k = key(2);
+    let mut tx = Sealer::new(&k, NOW, SealerLimits::default()).unwrap();
+    let mut receivers: Vec<Transport> = (0..3).map(|_| Transport::new(&k, NOW).unwrap()).collect();
+    for i in 0..5 {
+        let f = frame(200, i);
+        let d = seal(&mut tx, &f, NOW);
+        for rx in &mut receivers {
+            assert_eq!(open(rx, &d, NOW), Ok(f.clone()));
+            assert_eq!(open(rx, &d, NOW), Err(OpenError::Replay));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What must be refused.
+
+#[test]
+fn every_single_bit_flip_is_rejected() {
+    let k = key(3);
+    let (mut tx, mut rx) = pair(&k);
+    // One accepted datagram first, so flips are tested against a known
+    // session (replay window) as well as an unknown one.
+    for known in [false, true] {
+        if known {
+            let d = seal(&mut tx, &frame(20, 99), NOW);
+            assert!(open(&mut rx, &d, NOW).is_ok());
+        }
+        for d in [seal(&mut tx, &frame(64, 1), NOW), seal(&mut tx, &[], NOW)] {
+            for bit in 0..d.len() * 8 {
+                let mut bad = d.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert!(open(&mut rx, &bad, NOW).is_err(), "bit {bit} of {} (known session: {known})", d.len());
+            }
+            // Nothing above changed the receiver: the genuine one still works.
+            assert!(open(&mut rx, &d, NOW).is_ok());
+        }
+    }
+}
+
+#[test]
+fn every_truncation_is_rejected() {
+    let k = key(4);
+    let (mut tx, mut rx) = pair(&k);
+    let d = seal(&mut tx, &frame(100, 4), NOW);
+    for n in 0..d.len() {
+        let got = open(&mut rx, &d[..n], NOW);
+        assert!(got.is_err(), "length {n}");
+        if n < OVERHEAD {
+            assert_eq!(got, Err(OpenError::Malformed), "length {n}");
+        }
+    }
+    // A heartbeat cut short, down to nothing.
+    let hb = seal(&mut tx, &[], NOW);
+    for n in 0..hb.len() {
+        assert_eq!(open(&mut rx, &hb[..n], NOW), Err(OpenError::Malformed), "length {n}");
+    }
+    assert!(open(&mut rx, &d, NOW).is_ok());
+    assert!(open(&mut rx, &hb, NOW).is_ok());
+}
+
+#[test]
+fn another_key_is_rejected() {
+    let (mut tx, _) = pair(&key(5));
+    let mut rx = Transport::new(&key(6), NOW).unwrap();
+    let d = seal(&mut tx, &frame(60, 5), NOW);
+    assert_eq!(open(&mut rx, &d, NOW), Err(OpenError::BadAuth));
+    assert_eq!(rx.opener().session_count(), 0);
+    let hb = seal(&mut tx, &[], NOW);
+    assert_eq!(open(&mut rx, &hb, NOW), Err(OpenError::BadAuth));
+}
+
+#[test]
+fn the_same_datagram_twice_is_accepted_once() {
+    let (mut tx, mut rx) = pair(&key(7));
+    let d = seal(&mut tx, &frame(60, 7), NOW);
+    assert!(open(&mut rx, &d, NOW).is_ok());
+    assert_eq!(open(&mut rx, &d, NOW), Err(OpenError::Replay));
+    let hb = seal(&mut tx, &[], NOW);
+    assert!(open(&mut rx, &hb, NOW).is_ok());
+    assert_eq!(open(&mut rx, &hb, NOW), Err(OpenError::Replay));
+}
+
+#[test]
+fn reordering_inside_the_window_is_accepted_once_each_and_older_is_not() {
+    let (mut tx, mut rx) = pair(&key(8));
+    let sent: Vec<Vec<u8>> = (0..(REPLAY_WINDOW + 10)).map(|i| seal(&mut tx, &frame(16, i), NOW)).collect();
+    // The newest first, then everything back to the window's edge, newest
+    // to oldest; each once.
+    let top = sent.len() - 1;
+    assert!(open(&mut rx, &sent[top], NOW).is_ok());
+    let oldest = top - REPLAY_WINDOW as usize;
+    for i in (oldest..top).rev() {
+        assert_eq!(open(&mut rx, &sent[i], NOW), Ok(frame(16, i as u64)), "counter {i}");
+    }
+    for (i, d) in sent.iter().enumerate().skip(oldest) {
+        assert_eq!(open(&mut rx, d, NOW), Err(OpenError::Replay), "counter {i} again");
+    }
+    for (i, d) in sent.iter().enumerate().take(oldest) {
+        assert_eq!(open(&mut rx, d, NOW), Err(OpenError::Replay), "counter {i}, behind the window");
+    }
+}
+
+#[test]
+fn a_swapped_pair_and_a_gap_are_fine() {
+    let (mut tx, mut rx) = pair(&key(9));
+    let d: Vec<Vec<u8>> = (0..6).map(|i| seal(&mut tx, &frame(30, i), NOW)).collect();
+    for i in [1, 0, 3, 5, 2, 4] {
+        assert_eq!(open(&mut rx, &d[i], NOW), Ok(frame(30, i as u64)));
+    }
+}
+
+#[test]
+fn our_own_datagrams_are_rejected() {
+    let mut t = Transport::new(&key(10), NOW).unwrap();
+    let mut buf = vec![0u8; HEADER_LEN + 40 + TAG_LEN];
+    let r = t.seal_in_place(&mut buf, HEADER_LEN, 40, Kind::Data, NOW).unwrap();
+    let mut d = buf[r].to_vec();
+    assert_eq!(t.open_in_place(&mut d, NOW), Err(OpenError::OwnSession));
+    // Also the sessions we had before renewing ours.
+    let old = t.sealer().session();
+    t.sealer_mut().rotate(NOW + 1).unwrap();
+    assert_ne!(t.sealer().session(), old);
+    let mut d = buf.clone();
+    assert_eq!(t.open_in_place(&mut d, NOW + 1), Err(OpenError::OwnSession));
+    assert_eq!(t.opener().session_count(), 0);
+}
+
+#[test]
+fn a_new_session_must_start_within_300_seconds_of_now() {
+    let k = key(11);
+    let fresh = timing::FRESHNESS.as_secs();
+    assert_eq!(fresh, 300);
+    for (start, ok) in
+        [(NOW - fresh - 1, false), (NOW - fresh, true), (NOW, true), (NOW + fresh, true), (NOW + fresh + 1, false)]
+    {
+        let mut tx = Sealer::new(&k, start, SealerLimits::default()).unwrap();
+        let d = seal(&mut tx, &frame(30, 11), start);
+        let mut rx = Transport::new(&k, NOW).unwrap();
+        let got = open(&mut rx, &d, NOW);
+        if ok {
+            assert!(got.is_ok(), "start {start}");
+        } else {
+            assert_eq!(got, Err(OpenError::StaleSession), "start {start}");
+            assert_eq!(rx.opener().session_count(), 0);
+        }
+    }
+}
+
+#[test]
+fn a_known_session_stays_accepted_as_it_ages() {
+    let k = key(12);
+    let limits = SealerLimits { max_session_age: std::time::Duration::from_secs(100_000), ..SealerLimits::default() };
+    let mut tx = Sealer::new(&k, NOW, limits).unwrap();
+    let mut rx = Transport::new(&k, NOW).unwrap();
+    assert!(open(&mut rx, &seal(&mut tx, &frame(30, 1), NOW), NOW).is_ok());
+    let later = NOW + 10 * timing::FRESHNESS.as_secs();
+    assert!(open(&mut rx, &seal(&mut tx, &frame(30, 2), later), later).is_ok());
+    // But a receiver that never saw it refuses it: an old capture replayed
+    // after a restart.
+    let mut restarted = Transport::new(&k, later).unwrap();
+    assert_eq!(open(&mut restarted, &seal(&mut tx, &frame(30, 3), later), later), Err(OpenError::StaleSession));
+}
+
+#[test]
+fn an_old_capture_is_refused_after_the_receiver_restarts() {
+    let k = key(13);
+    let (mut tx, mut rx) = pair(&k);
+    let captured: Vec<Vec<u8>> = (0..3).map(|i| seal(&mut tx, &frame(30, i), NOW)).collect();
+    for d in &captured {
+        assert!(open(&mut rx, d, NOW).is_ok());
+    }
+    let later = NOW + timing::FRESHNESS.as_secs() + 1;
+    let mut restarted = Transport::new(&k, later).unwrap();
+    for d in &captured {
+        assert_eq!(open(&mut restarted, d, later), Err(OpenError::StaleSession));
+    }
+}
+
+#[test]
+fn a_counter_at_its_limit_renews_the_session_and_the_receiver_accepts_the_new_one() {
+    let k = key(14);
+    let limits = SealerLimits { counter_limit: 4, ..SealerLimits::default() };
+    let mut tx = Sealer::new(&k, NOW, limits).unwrap();
+    let mut rx = Transport::new(&k, NOW).unwrap();
+    let first = tx.session();
+    let mut sessions = Vec::new();
+    for i in 0..10u64 {
+        let d = seal(&mut tx, &frame(30, i), NOW);
+        let mut buf = d.clone();
+        let o = rx.open_in_place(&mut buf, NOW).unwrap();
+        assert_eq!(o.counter, i % 4, "datagram {i}");
+        assert_eq!(o.new_session, i % 4 == 0, "datagram {i}");
+        sessions.push(o.session);
+    }
+    assert_eq!(sessions[0], first);
+    assert_ne!(sessions[4], first);
+    assert_ne!(sessions[8], sessions[4]);
+    assert_eq!(rx.opener().session_count(), 3);
+}
+
+#[test]
+fn a_restarted_receiver_hears_a_long_running_sender_after_its_next_renewal() {
+    let k = key(15);
+    let (mut tx, _) = pair(&k);
+    let age = timing::MAX_SESSION_AGE.as_secs();
+    // The sender has run for a long time: 20 renewals.
+    let mut now = NOW;
+    for _ in 0..20 {
+        now += age;
+        seal(&mut tx, &frame(30, 0), now);
+    }
+    // A receiver starts now and hears the current session: it is fresh.
+    let mut rx = Transport::new(&k, now).unwrap();
+    for dt in [0, age / 2, age - 1, age, age + 1] {
+        let d = seal(&mut tx, &frame(30, dt), now + dt);
+        assert!(open(&mut rx, &d, now + dt).is_ok(), "{dt} s after the receiver started");
+    }
+}
+
+#[test]
+fn a_failed_datagram_changes_nothing() {
+    let k = key(16);
+    let (mut tx, mut rx) = pair(&k);
+    let d0 = seal(&mut tx, &frame(30, 0), NOW);
+    let d1 = seal(&mut tx, &frame(30, 1), NOW);
+    // A forgery of the next counter, far ahead counters, and a new session
+    // that does not authenticate: none moves the window or fills the cache.
+    let mut forged = d1.clone();
+    *forged.last_mut().unwrap() ^= 1;
+    assert_eq!(open(&mut rx, &forged, NOW), Err(OpenError::BadAuth));
+    assert_eq!(rx.opener().session_count(), 0);
+    assert!(open(&mut rx, &d0, NOW).is_ok());
+    let mut ahead = d1.clone();
+    ahead[18..26].copy_from_slice(&(1u64 << 40).to_be_bytes());
+    assert_eq!(open(&mut rx, &ahead, NOW), Err(OpenError::BadAuth));
+    assert_eq!(open(&mut rx, &forged, NOW), Err(OpenError::BadAuth));
+    assert!(open(&mut rx, &d1, NOW).is_ok());
+    // Counter u64::MAX is never sent and refused before decryption.
+    let mut last = d1.clone();
+    last[18..26].copy_from_slice(&u64::MAX.to_be_bytes());
+    assert_eq!(open(&mut rx, &last, NOW), Err(OpenError::Malformed));
+    assert_eq!(rx.opener().session_count(), 1);
+}
+
+#[test]
+fn malformed_shapes_are_named_malformed() {
+    let k = key(17);
+    let (mut tx, mut rx) = pair(&k);
+    let d = seal(&mut tx, &frame(30, 0), NOW);
+    let hb = seal(&mut tx, &[], NOW);
+    let mut v = d.clone();
+    v[0] = 2;
+    assert_eq!(open(&mut rx, &v, NOW), Err(OpenError::Malformed), "version");
+    let mut v = d.clone();
+    v[1] = 0;
+    assert_eq!(open(&mut rx, &v, NOW), Err(OpenError::Malformed), "type");
+    let mut v = d.clone();
+    v[1] = 2;
+    assert_eq!(open(&mut rx, &v, NOW), Err(OpenError::Malformed), "heartbeat with payload");
+    let mut v = hb.clone();
+    v[1] = 1;
+    assert_eq!(open(&mut rx, &v, NOW), Err(OpenError::Malformed), "data without payload");
+    // A known session's start time is part of the session.
+    assert!(open(&mut rx, &d, NOW).is_ok());
+    let mut v = hb.clone();
+    v[33] ^= 1;
+    assert_eq!(open(&mut rx, &v, NOW), Err(OpenError::Malformed), "start of a known session changed");
+    assert!(open(&mut rx, &hb, NOW).is_ok());
+}
+
+#[test]
+fn the_session_cache_is_bounded_and_never_forgets_a_fresh_session() {
+    let k = key(18);
+    let own = Sealer::new(&k, NOW, SealerLimits::default()).unwrap();
+    let mut rx = Opener::new(&k, 2);
+    let mut senders: Vec<Sealer> = (0..3).map(|_| Sealer::new(&k, NOW, SealerLimits::default()).unwrap()).collect();
+    let try_open = |rx: &mut Opener, s: &mut Sealer, now: u64| {
+        let mut d = seal(s, &frame(20, 0), now);
+        rx.open_in_place(&mut d, now, own.own_sessions())
+    };
+    assert!(try_open(&mut rx, &mut senders[0], NOW).is_ok());
+    assert!(try_open(&mut rx, &mut senders[1], NOW).is_ok());
+    assert_eq!(try_open(&mut rx, &mut senders[2], NOW), Err(OpenError::SessionCacheFull));
+    assert_eq!(rx.session_count(), 2);
+    // Sender 0 is used again later, so sender 1 is the least recently used.
+    let later = NOW + timing::FRESHNESS.as_secs() + 1;
+    let keep_age = |s: &Sealer| {
+        // Keep the old session despite the age, as a sender with a long
+        // renewal interval would.
+        let mut d = vec![0u8; HEADER_LEN + 20 + TAG_LEN];
+        let limits =
+            SealerLimits { max_session_age: std::time::Duration::from_secs(10_000), ..SealerLimits::default() };
+        let mut s2 = Sealer::with_session(&k, s.session(), s.session_start(), s.next_counter(), limits);
+        s2.seal_in_place(&mut d, HEADER_LEN, 20, Kind::Data, later).unwrap();
+        d
+    };
+    let mut d = keep_age(&senders[0]);
+    assert!(rx.open_in_place(&mut d, later, own.own_sessions()).is_ok());
+    let s1 = senders[1].session();
+    let s0 = senders[0].session();
+    // Both cached sessions are now stale; a new fresh one evicts sender 1's.
+    let mut fresh3 = Sealer::new(&k, later, SealerLimits::default()).unwrap();
+    assert!(try_open(&mut rx, &mut fresh3, later).is_ok());
+    assert!(!rx.knows(&s1));
+    assert!(rx.knows(&s0));
+    assert_eq!(rx.session_count(), 2);
+    assert_eq!(DEFAULT_MAX_SESSIONS, 1024);
+}
+
+// ---------------------------------------------------------------------------
+// Key files.
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("rrqnet-crypto-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+
+    fn file(&self, name: &str, content: &[u8], mode: u32) -> PathBuf {
+        let p = self.0.join(name);
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn load_err(path: &Path) -> (KeyFileProblem, String) {
+    match MasterKey::load(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => {
+            let line = e.to_string();
+            assert!(line.contains(&path.display().to_string()), "{line:?} names the path");
+            assert_eq!(e.path, path);
+            (e.problem, line)
+        }
+    }
+}
+
+#[test]
+fn unusable_key_files_are_errors_naming_the_path_and_the_reason() {
+    let dir = Scratch::new("bad");
+    let (p, line) = load_err(&dir.0.join("missing.key"));
+    assert!(matches!(p, KeyFileProblem::Open(ref e) if e.kind() == std::io::ErrorKind::NotFound), "{line}");
+    assert!(line.contains("No such file"), "{line}");
+
+    let (p, line) = load_err(&dir.file("empty.key", b"", 0o600));
+    assert!(matches!(p, KeyFileProblem::Empty), "{line}");
+    assert!(line.contains("is empty"), "{line}");
+
+    let (p, line) = load_err(&dir.file("short.key", &[7; 31], 0o600));
+    assert!(matches!(p, KeyFileProblem::TooShort(31)), "{line}");
+    assert!(line.contains("too short: 31 bytes"), "{line}");
+
+    let sub = dir.0.join("a-directory");
+    fs::create_dir(&sub).unwrap();
+    let (p, line) = load_err(&sub);
+    assert!(matches!(p, KeyFileProblem::Directory), "{line}");
+    assert!(line.contains("is a directory"), "{line}");
+
+    let (p, line) = load_err(Path::new("/dev/null"));
+    assert!(matches!(p, KeyFileProblem::NotRegular), "{line}");
+}
+
+#[test]
+fn a_key_file_readable_by_others_is_used_with_a_warning() {
+    let dir = Scratch::new("perm");
+    for (mode, warn) in [(0o644, true), (0o640, true), (0o604, true), (0o600, false), (0o400, false)] {
+        let p = dir.file(&format!("k{mode:o}"), &[1; 64], mode);
+        let loaded = MasterKey::load(&p).unwrap();
+        assert_eq!(loaded.key.fingerprint(), key(1).fingerprint());
+        match loaded.warning {
+            Some(w @ KeyFileWarning::ReadableByOthers { .. }) => {
+                assert!(warn, "mode {mode:o}");
+                let line = w.to_string();
+                assert!(line.contains(&p.display().to_string()) && line.contains(&format!("{mode:04o}")), "{line}");
+            }
+            None => assert!(!warn, "mode {mode:o}"),
+        }
+    }
+}
+
+#[test]
+fn key_files_of_32_bytes_and_of_1_mib_are_read_whole() {
+    let dir = Scratch::new("ok");
+    let p = dir.file("32.key", &(0..32u8).collect::<Vec<_>>(), 0o600);
+    let k = MasterKey::load(&p).unwrap();
+    assert!(k.warning.is_none());
+    assert_eq!(k.key.fingerprint(), MasterKey::from_bytes(&(0..32u8).collect::<Vec<_>>()).unwrap().fingerprint());
+
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let p = dir.file("1m.key", &big, 0o600);
+    let k = MasterKey::load(&p).unwrap().key;
+    assert_eq!(k.fingerprint(), MasterKey::from_bytes(&big).unwrap().fingerprint());
+    // The last byte counts: the whole file is read.
+    let mut changed = big.clone();
+    *changed.last_mut().unwrap() ^= 1;
+    let p2 = dir.file("1m-changed.key", &changed, 0o600);
+    assert_ne!(MasterKey::load(&p2).unwrap().key.fingerprint(), k.fingerprint());
+
+    // Two hosts with copies of the file talk.
+    let mut tx = Sealer::new(&k, NOW, SealerLimits::default()).unwrap();
+    let mut rx = Transport::new(&MasterKey::load(&p).unwrap().key, NOW).unwrap();
+    assert_eq!(open(&mut rx, &seal(&mut tx, &frame(100, 0), NOW), NOW), Ok(frame(100, 0)));
+}
