@@ -1,16 +1,40 @@
-//! The event loop: one mio `Poll`, the channels, and the switch.
+//! The event loop: one mio `Poll`, the channels, the switch, and the keys.
 //!
-//! This is the only place that reads the clock (once per turn) and the only
-//! place that joins I/O to decisions. Channels are read until they would
-//! block, but with a budget per turn so that no channel starves another;
-//! a channel left readable is served again without waiting. The poll timeout
-//! comes from the switch.
+//! This is the only place that reads the clocks (both once per turn: the
+//! monotonic one for the switch, the wall clock in unix seconds for session
+//! freshness) and the only place that joins I/O to decisions. Channels are
+//! read until they would block, but with a budget per turn so that no
+//! channel starves another; a channel left readable is served again without
+//! waiting. The poll timeout comes from the switch.
+//!
+//! # Keyed channels
+//!
+//! Each distinct key (key files with the same content share one) has one
+//! [`Transport`]; a declaration with `=keyfile` names its key. Receiving
+//! follows SPEC 5: the source's declaration is found first (an undeclared
+//! source is dropped), then the datagram is opened in place, and only an
+//! authentic, fresh, unreplayed one may create or refresh a remote
+//! ([`Switch::remote_rx`]) and reach the switch, which learns MACs. A
+//! remote's identity stays its UDP source address: a datagram from a new
+//! address that authenticates is a new remote if a declaration admits that
+//! address, exactly as on a plain channel (no roaming of an existing remote).
+//!
+//! Sending: every datagram is sent through [`Io::deliver`]. A frame goes to
+//! the plaintext targets first (the local end, unkeyed remotes); then, for
+//! each key among the targets, it is sealed once and the same datagram goes
+//! to every target of that key ([`Keys::send_frame`]). Sealing is in place:
+//! the receive buffer keeps [`HEADER_LEN`] bytes of headroom and [`TAG_LEN`]
+//! of tailroom around the frame. A decrypted frame sits one header further
+//! in, so forwarding it to another keyed remote re-seals it over its old
+//! header. With several keys among the targets, every key but the last seals
+//! a copy in a scratch buffer.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, trace, warn};
 use mio::{Events, Poll, Token};
@@ -20,19 +44,26 @@ use crate::channel::stdio::StdioChannel;
 use crate::channel::udp::UdpChannel;
 use crate::channel::{Channel, Rx, Tx, MAX_PAYLOAD};
 use crate::config::{Config, LocalEnd};
+use crate::crypto::{KeyFingerprint, Kind, MasterKey, OpenError, Transport, HEADER_LEN, OVERHEAD, TAG_LEN};
 use crate::ratelimit::{Every, PerKey};
 use crate::remote::Declarations;
 use crate::switch::{DeclId, Dest, DropReason, Event, Forward, Params, PortId, Switch, Target};
 
 /// Payloads shorter than this on a plain UDP channel are heartbeats.
 pub const HEARTBEAT_MAX: usize = 11;
-/// What we send as a heartbeat: short and non-empty (SPEC 3: a zero-length
-/// datagram stops QEMU's UDP netdevs for good).
+/// What we send as a heartbeat on a plain channel: short and non-empty
+/// (SPEC 3: a zero-length datagram stops QEMU's UDP netdevs for good). On a
+/// keyed channel a heartbeat is an authenticated empty payload.
 pub const HEARTBEAT: &[u8] = b"\0";
 /// Longest wait between looks at the switch's timers.
 const TICK_MAX: Duration = Duration::from_secs(1);
 /// Packets read from one channel before the others get a turn.
 pub const READ_BUDGET: usize = 64;
+/// The size of a packet buffer: room for a header before the largest
+/// payload and a tag after it, so any frame can be sealed in place.
+pub const PACKET_BUF: usize = HEADER_LEN + MAX_PAYLOAD + TAG_LEN;
+/// Where channels receive into a packet buffer.
+const RX: Range<usize> = HEADER_LEN..HEADER_LEN + MAX_PAYLOAD;
 
 const LOCAL: Token = Token(0);
 const UDP: Token = Token(1);
@@ -80,6 +111,24 @@ pub enum Exit {
     LocalClosed,
 }
 
+/// The wall clock in unix seconds (0 if it is before 1970).
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The drop reason counted for a datagram a keyed channel refused.
+pub fn open_drop_reason(e: OpenError) -> DropReason {
+    match e {
+        // A plaintext datagram on a keyed channel is malformed: the same
+        // thing as a forgery for whoever counts.
+        OpenError::Malformed | OpenError::BadAuth => DropReason::BadAuth,
+        OpenError::Replay => DropReason::Replay,
+        OpenError::OwnSession => DropReason::OwnSession,
+        OpenError::StaleSession => DropReason::StaleSession,
+        OpenError::SessionCacheFull => DropReason::SessionCacheFull,
+    }
+}
+
 /// The channels, apart from the switch so that a forwarding decision (which
 /// borrows the switch) can be carried out on them.
 struct Io {
@@ -90,8 +139,10 @@ struct Io {
 }
 
 impl Io {
-    /// Sends one frame to one target; a drop reason if it did not go.
-    fn deliver(&mut self, t: &Target, frame: &[u8]) -> Option<DropReason> {
+    /// Sends one datagram (or frame, to the local end) to one target, as it
+    /// is: every send of the daemon goes through here. A drop reason if it
+    /// did not go.
+    fn deliver(&mut self, t: &Target, bytes: &[u8]) -> Option<DropReason> {
         let (chan, to): (&mut dyn Channel, Option<SocketAddr>) = match t.dest {
             Dest::Local => match self.local.as_deref_mut() {
                 Some(c) => (c, None),
@@ -102,13 +153,13 @@ impl Io {
                 None => return Some(DropReason::NoTarget),
             },
             // Never a heartbeat or an empty datagram to the group (SPEC 4).
-            Dest::Multicast if frame.len() <= HEARTBEAT_MAX => return Some(DropReason::Runt),
+            Dest::Multicast if bytes.len() <= HEARTBEAT_MAX => return Some(DropReason::Runt),
             Dest::Multicast => match self.mcast.as_mut() {
                 Some(c) => (c, None),
                 None => return Some(DropReason::NoTarget),
             },
         };
-        match chan.send(to, frame) {
+        match chan.send(to, bytes) {
             Ok(Tx::Sent) => None,
             Ok(Tx::Busy) => Some(DropReason::SendFailed),
             Ok(Tx::TooLarge) => Some(DropReason::TooLarge),
@@ -122,40 +173,221 @@ impl Io {
     }
 }
 
+/// One distinct key: its transport, and its name for logs.
+struct Keyed {
+    transport: Transport,
+    fingerprint: KeyFingerprint,
+}
+
+/// The keys of the keyed channels, which declaration uses which, and the
+/// per-key sealing step of the send path.
+struct Keys {
+    keyed: Vec<Keyed>,
+    /// Indexed by [`DeclId`]; the multicast group's declaration is last.
+    by_decl: Vec<Option<usize>>,
+    /// Where every key but the last of a flood seals its copy.
+    scratch: Box<[u8]>,
+    /// A heartbeat is sealed here.
+    heartbeat: [u8; OVERHEAD],
+    seal_log: Every,
+}
+
+impl Keys {
+    /// Reads each distinct key file once and gives each declaration its key;
+    /// `paths` are the declarations' key files, in [`DeclId`] order.
+    fn load(paths: &[Option<&PathBuf>], now_unix: u64) -> Result<Keys, StartError> {
+        let mut keyed: Vec<Keyed> = Vec::new();
+        let mut loaded: Vec<(&PathBuf, usize)> = Vec::new();
+        let mut by_decl = Vec::with_capacity(paths.len());
+        for path in paths {
+            let Some(path) = *path else {
+                by_decl.push(None);
+                continue;
+            };
+            if let Some(&(_, k)) = loaded.iter().find(|(p, _)| *p == path) {
+                by_decl.push(Some(k));
+                continue;
+            }
+            let key = MasterKey::load(path)
+                .map_err(|e| StartError::Key { path: path.clone(), reason: e.problem.to_string() })?;
+            if let Some(w) = &key.warning {
+                warn!("{w}");
+            }
+            let fingerprint = key.key.fingerprint();
+            // Files with the same content are one key: one seal per flood.
+            let k = match keyed.iter().position(|k| k.fingerprint == fingerprint) {
+                Some(k) => k,
+                None => {
+                    let transport = Transport::new(&key.key, now_unix).map_err(|e| StartError::Key {
+                        path: path.clone(),
+                        reason: format!("cannot start a session: {e}"),
+                    })?;
+                    keyed.push(Keyed { transport, fingerprint });
+                    keyed.len() - 1
+                }
+            };
+            info!("key file {}: key {fingerprint}", path.display());
+            loaded.push((path, k));
+            by_decl.push(Some(k));
+        }
+        let scratch = if keyed.len() > 1 { vec![0u8; PACKET_BUF] } else { Vec::new() }.into_boxed_slice();
+        Ok(Keys { keyed, by_decl, scratch, heartbeat: [0u8; OVERHEAD], seal_log: Every::new(Duration::from_secs(10)) })
+    }
+
+    /// The key of a declaration, if it has one.
+    fn of_decl(&self, decl: DeclId) -> Option<usize> {
+        self.by_decl.get(decl as usize).copied().flatten()
+    }
+
+    /// The key's name, for logs.
+    fn name(&self, k: usize) -> String {
+        self.keyed.get(k).map_or_else(String::new, |k| format!("key {}", k.fingerprint))
+    }
+
+    /// Sends the frame at `buf[frame]` to every target: the plaintext ones
+    /// first, then one seal per key, each datagram sent to every target of
+    /// its key. `buf` must have [`HEADER_LEN`] bytes before the frame and
+    /// [`TAG_LEN`] after it; the frame is destroyed (encrypted) on the way.
+    /// Counts a drop reason in `failed` for each target it did not reach.
+    fn send_frame(
+        &mut self,
+        io: &mut Io,
+        targets: &[Target],
+        buf: &mut [u8],
+        frame: Range<usize>,
+        now: Now,
+        failed: &mut [u64; DropReason::COUNT],
+    ) {
+        let Keys { keyed, by_decl, scratch, seal_log, .. } = self;
+        let mut last = None;
+        for t in targets {
+            match key_of(by_decl, t) {
+                None => {
+                    if let Some(r) = io.deliver(t, &buf[frame.clone()]) {
+                        failed[r as usize] += 1;
+                    }
+                }
+                Some(k) => last = last.max(Some(k)),
+            }
+        }
+        let Some(last) = last else { return };
+        for (k, key) in keyed.iter_mut().enumerate().take(last + 1) {
+            let mine = |t: &&Target| key_of(by_decl, t) == Some(k);
+            if !targets.iter().any(|t| mine(&t)) {
+                continue;
+            }
+            // The last key seals the frame where it is; the others seal a copy.
+            let (space, at) = if k == last {
+                (&mut *buf, frame.start)
+            } else {
+                scratch[HEADER_LEN..HEADER_LEN + frame.len()].copy_from_slice(&buf[frame.clone()]);
+                (&mut **scratch, HEADER_LEN)
+            };
+            match key.transport.seal_in_place(space, at, frame.len(), Kind::Data, now.unix) {
+                Ok(datagram) => {
+                    for t in targets.iter().filter(mine) {
+                        if let Some(r) = io.deliver(t, &space[datagram.clone()]) {
+                            failed[r as usize] += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed[DropReason::SendFailed as usize] += targets.iter().filter(mine).count() as u64;
+                    if let Some(more) = seal_log.allow(now.mono) {
+                        warn!("cannot seal a datagram with key {}: {e} ({more} more not logged)", key.fingerprint);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a heartbeat to a target: an authenticated empty payload on a
+    /// keyed channel, [`HEARTBEAT`] on a plain one.
+    fn send_heartbeat(&mut self, io: &mut Io, t: &Target, now: Now) -> Option<DropReason> {
+        let Some(k) = key_of(&self.by_decl, t) else { return io.deliver(t, HEARTBEAT) };
+        let key = &mut self.keyed[k];
+        match key.transport.seal_in_place(&mut self.heartbeat, HEADER_LEN, 0, Kind::Heartbeat, now.unix) {
+            Ok(datagram) => io.deliver(t, &self.heartbeat[datagram]),
+            Err(e) => {
+                if let Some(more) = self.seal_log.allow(now.mono) {
+                    warn!("cannot seal a heartbeat with key {}: {e} ({more} more not logged)", key.fingerprint);
+                }
+                Some(DropReason::SendFailed)
+            }
+        }
+    }
+}
+
+/// The key a target's datagrams are sealed with, if any: its declaration's.
+fn key_of(by_decl: &[Option<usize>], t: &Target) -> Option<usize> {
+    t.decl.and_then(|d| by_decl.get(d as usize).copied().flatten())
+}
+
+/// The time of one turn of the loop: both clocks, read together.
+#[derive(Clone, Copy, Debug)]
+struct Now {
+    /// For the switch's timers.
+    mono: Instant,
+    /// Unix seconds, for the freshness of keyed sessions.
+    unix: u64,
+}
+
+impl Now {
+    fn read() -> Now {
+        Now { mono: Instant::now(), unix: unix_now() }
+    }
+}
+
+/// What a received datagram turned out to be.
+enum Admit {
+    /// A frame, at this range of the packet buffer.
+    Frame(Range<usize>),
+    /// A heartbeat: a short plain datagram, or an authenticated empty one.
+    Heartbeat,
+    /// Dropped and counted.
+    Dropped,
+}
+
 /// The running daemon.
 pub struct Daemon {
     poll: Poll,
     switch: Switch,
     decls: Declarations,
     io: Io,
+    keys: Keys,
     local_port: Option<PortId>,
     mcast_port: Option<PortId>,
+    mcast_decl: DeclId,
     local_ready: bool,
+    /// The packet buffer: channels receive at [`RX`], so that there is room
+    /// to seal any frame in place.
     buf: Box<[u8]>,
+    /// The targets of the frame being sent, copied out of the switch's
+    /// decision; its capacity grows with the number of ports, never per frame.
+    targets: Vec<Target>,
     unknown_log: PerKey<std::net::IpAddr>,
+    auth_log: Every,
     drop_log: Every,
 }
 
 impl Daemon {
-    /// Opens every channel the configuration names.
+    /// Reads the key files and opens every channel the configuration names.
     pub fn new(cfg: &Config, now: Instant) -> Result<Daemon, StartError> {
-        if cfg.remotes.iter().any(|r| r.key.is_some()) {
-            return Err(StartError::Unsupported(
-                "transport encryption (=keyfile) is not available in this build yet; refusing to run a keyed channel in plaintext".into(),
-            ));
-        }
-        if let Some(m) = cfg.multicast.as_ref().filter(|m| m.key.is_some()) {
-            return Err(StartError::Unsupported(format!(
-                "-m {}: transport encryption (=keyfile) on the multicast channel is not available in this build yet; refusing to run it in plaintext",
-                m.addr()
-            )));
-        }
         let poll = Poll::new().map_err(StartError::Poll)?;
         let decls = Declarations::new(cfg.remotes.clone());
         // The multicast group's declaration comes after the remote ones; it
         // has no ignore list.
         let mcast_decl = DeclId::try_from(cfg.remotes.len())
             .map_err(|_| StartError::Unsupported(format!("too many remote declarations (at most {})", DeclId::MAX)))?;
+        let key_paths: Vec<Option<&PathBuf>> = cfg
+            .remotes
+            .iter()
+            .map(|r| r.key.as_ref())
+            .chain(std::iter::once(cfg.multicast.as_ref().and_then(|m| m.key.as_ref())))
+            .collect();
+        // Before any socket: a key file that cannot be used stops us here,
+        // and nothing ever runs in plaintext instead.
+        let keys = Keys::load(&key_paths, unix_now())?;
         let mut ignore: Vec<_> = cfg.remotes.iter().map(|r| r.ignore.clone()).collect();
         ignore.push(Vec::new());
         let params = Params { ignore, ..Params::default() };
@@ -195,12 +427,13 @@ impl Daemon {
                 None
             }
         };
+        let keyed = |decl: DeclId| keys.of_decl(decl).map_or_else(String::new, |k| format!(" ({})", keys.name(k)));
         let (mcast, mcast_port) = match &cfg.multicast {
             Some(m) => {
                 let mut c = McastChannel::open(m.group, m.port)
                     .map_err(|source| StartError::Multicast { group: m.addr(), source })?;
                 c.register(poll.registry(), MCAST).map_err(StartError::Poll)?;
-                info!("multicast channel {} (sending from {})", c.group(), c.own_addr());
+                info!("multicast channel {} (sending from {}){}", c.group(), c.own_addr(), keyed(mcast_decl));
                 (Some(c), switch.add_multicast(now, mcast_decl))
             }
             None => (None, None),
@@ -211,10 +444,10 @@ impl Daemon {
                     if switch.add_uplink(now, addr, id).is_none() {
                         warn!("uplink {spec} not added: declared twice, or too many remotes");
                     } else {
-                        info!("uplink {spec}");
+                        info!("uplink {spec}{}", keyed(id));
                     }
                 }
-                None => info!("downlink mask {spec}"),
+                None => info!("downlink mask {spec}{}", keyed(id)),
             }
         }
         Ok(Daemon {
@@ -222,11 +455,15 @@ impl Daemon {
             switch,
             decls,
             io: Io { local, udp, mcast, fatal: None },
+            keys,
             local_port,
             mcast_port,
+            mcast_decl,
             local_ready: false,
-            buf: vec![0u8; MAX_PAYLOAD].into_boxed_slice(),
+            buf: vec![0u8; PACKET_BUF].into_boxed_slice(),
+            targets: Vec::with_capacity(64),
             unknown_log: PerKey::new(Duration::from_secs(60), 1024),
+            auth_log: Every::new(Duration::from_secs(10)),
             drop_log: Every::new(Duration::from_secs(10)),
         })
     }
@@ -249,19 +486,19 @@ impl Daemon {
         let mut ready_mcast = self.io.mcast.is_some();
         let mut next_tick = Instant::now();
         loop {
-            let now = Instant::now();
+            let now = Now::read();
             self.log_events();
-            if now >= next_tick {
+            if now.mono >= next_tick {
                 self.tick(now);
                 // Timers are looked at when the switch says one is due, and at
                 // least every TICK_MAX, so a deadline that appears between
                 // ticks (a new downlink's staleness) is never late by more.
-                next_tick = self.switch.poll_timeout().map_or(now + TICK_MAX, |t| t.min(now + TICK_MAX));
+                next_tick = self.switch.poll_timeout().map_or(now.mono + TICK_MAX, |t| t.min(now.mono + TICK_MAX));
             }
             let timeout = if ready_local || ready_udp || ready_mcast {
                 Some(Duration::ZERO)
             } else {
-                Some(next_tick.saturating_duration_since(now))
+                Some(next_tick.saturating_duration_since(now.mono))
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -287,7 +524,7 @@ impl Daemon {
                     _ => {}
                 }
             }
-            let now = Instant::now();
+            let now = Now::read();
             if ready_udp {
                 ready_udp = self.serve_udp(now)?;
             }
@@ -328,55 +565,101 @@ impl Daemon {
     }
 
     /// Timers: heartbeats and stale downlinks.
-    fn tick(&mut self, now: Instant) {
-        self.switch.handle_timeout(now);
-        while let Some(t) = self.switch.poll_heartbeat(now) {
+    fn tick(&mut self, now: Now) {
+        self.switch.handle_timeout(now.mono);
+        while let Some(t) = self.switch.poll_heartbeat(now.mono) {
             trace!("heartbeat to {}", t.dest);
-            if let Some(r) = self.io.deliver(&t, HEARTBEAT) {
+            if let Some(r) = self.keys.send_heartbeat(&mut self.io, &t, now) {
                 self.switch.count_drop(r);
             }
         }
     }
 
+    /// The declaration a UDP source falls under: its remote's, or the best
+    /// matching one. `None` (counted, logged rate-limited) when none does.
+    fn declaration_of(&mut self, from: SocketAddr, now: Now) -> Option<DeclId> {
+        if let Some((_, Some(d))) = self.switch.lookup(&from) {
+            return Some(d);
+        }
+        if let Some(d) = self.decls.match_source(from) {
+            return Some(d);
+        }
+        self.switch.count_drop(DropReason::UnknownSource);
+        if let Some(more) = self.unknown_log.allow(from.ip(), now.mono) {
+            debug!("dropped a datagram from undeclared source {from} ({more} other drops not logged)");
+        }
+        None
+    }
+
+    /// Decides what the datagram at `buf[HEADER_LEN..HEADER_LEN + len]`
+    /// from `from` under declaration `decl` is. On a keyed channel it is
+    /// opened in place; whatever fails is counted and changes nothing.
+    fn admit(&mut self, now: Now, from: SocketAddr, decl: DeclId, len: usize) -> Admit {
+        let datagram = HEADER_LEN..HEADER_LEN + len;
+        let Some(k) = self.keys.of_decl(decl) else {
+            return if len <= HEARTBEAT_MAX { Admit::Heartbeat } else { Admit::Frame(datagram) };
+        };
+        let key = &mut self.keys.keyed[k];
+        let opened = match key.transport.open_in_place(&mut self.buf[datagram.clone()], now.unix) {
+            Ok(o) => o,
+            Err(e) => {
+                self.switch.count_drop(open_drop_reason(e));
+                if let Some(more) = self.auth_log.allow(now.mono) {
+                    debug!("dropped a {len}-byte datagram from {from}: {e} ({more} more keyed drops not logged)");
+                }
+                return Admit::Dropped;
+            }
+        };
+        if opened.new_session {
+            debug!("{from}: new session {} of key {}", opened.session, key.fingerprint);
+            match key.transport.peer_session(opened.start, now.unix) {
+                Ok(true) => debug!(
+                    "renewed our session of key {} so that {from} (clock {}s from ours) accepts it",
+                    key.fingerprint,
+                    opened.start as i128 - now.unix as i128
+                ),
+                Ok(false) => {}
+                Err(e) => warn!("cannot renew our session of key {}: {e}", key.fingerprint),
+            }
+        }
+        match opened.kind {
+            Kind::Heartbeat => Admit::Heartbeat,
+            Kind::Data => Admit::Frame(datagram.start + opened.payload.start..datagram.start + opened.payload.end),
+        }
+    }
+
     /// Reads up to the budget from the UDP socket. True if it may have more.
-    fn serve_udp(&mut self, now: Instant) -> Result<bool, StartError> {
+    fn serve_udp(&mut self, now: Now) -> Result<bool, StartError> {
         for _ in 0..READ_BUDGET {
             let Some(udp) = self.io.udp.as_mut() else { return Ok(false) };
-            let (len, from) = match udp.recv(&mut self.buf) {
+            let (len, from) = match udp.recv(&mut self.buf[RX]) {
                 Ok(Rx::Packet { len, from: Some(from) }) => (len, from),
                 Ok(Rx::Packet { from: None, .. }) => continue,
                 Ok(Rx::Idle) | Ok(Rx::Closed) => return Ok(false),
                 Err(e) => return Err(StartError::Poll(io::Error::new(e.kind(), format!("udp receive: {e}")))),
             };
-            let decl = match self.switch.lookup(&from) {
-                Some((_, Some(d))) => d,
-                _ => match self.decls.match_source(from) {
-                    Some(d) => d,
-                    None => {
-                        self.switch.count_drop(DropReason::UnknownSource);
-                        if let Some(more) = self.unknown_log.allow(from.ip(), now) {
-                            debug!("dropped a datagram from undeclared source {from} ({more} other drops not logged)");
-                        }
-                        continue;
-                    }
-                },
-            };
-            let Ok(port) = self.switch.remote_rx(now, from, decl) else { continue };
-            if len <= HEARTBEAT_MAX {
-                trace!("heartbeat from {from}");
+            let Some(decl) = self.declaration_of(from, now) else { continue };
+            let admitted = self.admit(now, from, decl, len);
+            if matches!(admitted, Admit::Dropped) {
                 continue;
             }
-            self.forward(now, port, len);
+            // Only now, authentic if keyed: the remote is created or refreshed.
+            let Ok(port) = self.switch.remote_rx(now.mono, from, decl) else { continue };
+            match admitted {
+                Admit::Frame(frame) => self.forward(now, port, frame),
+                Admit::Heartbeat => trace!("heartbeat from {from}"),
+                Admit::Dropped => {}
+            }
         }
         Ok(true)
     }
 
     /// Reads up to the budget from the multicast group. True if it may have
     /// more. Everything heard on the group is from the one multicast remote.
-    fn serve_mcast(&mut self, now: Instant) -> Result<bool, StartError> {
+    fn serve_mcast(&mut self, now: Now) -> Result<bool, StartError> {
         for _ in 0..READ_BUDGET {
             let (Some(mcast), Some(port)) = (self.io.mcast.as_mut(), self.mcast_port) else { return Ok(false) };
-            let (len, from) = match mcast.recv(&mut self.buf) {
+            let (len, from) = match mcast.recv(&mut self.buf[RX]) {
                 Ok(Rx::Packet { len, from: Some(from) }) => (len, from),
                 Ok(Rx::Packet { from: None, .. }) => continue,
                 Ok(Rx::Idle) | Ok(Rx::Closed) => return Ok(false),
@@ -388,25 +671,31 @@ impl Daemon {
                 self.switch.count_drop(DropReason::OwnMulticast);
                 continue;
             }
-            // Not a frame, and the group has no heartbeats.
-            if len <= HEARTBEAT_MAX {
-                self.switch.count_drop(DropReason::Runt);
-                trace!("dropped a {len}-byte datagram from {from} on the multicast group");
-                continue;
+            let keyed = self.keys.of_decl(self.mcast_decl).is_some();
+            match self.admit(now, from, self.mcast_decl, len) {
+                Admit::Dropped => {}
+                Admit::Heartbeat if keyed => self.switch.port_rx(now.mono, port),
+                // Not a frame, and the plain group has no heartbeats.
+                Admit::Heartbeat => {
+                    self.switch.count_drop(DropReason::Runt);
+                    trace!("dropped a {len}-byte datagram from {from} on the multicast group");
+                }
+                Admit::Frame(frame) => {
+                    self.switch.port_rx(now.mono, port);
+                    self.forward(now, port, frame);
+                }
             }
-            self.switch.port_rx(now, port);
-            self.forward(now, port, len);
         }
         Ok(true)
     }
 
     /// Reads up to the budget from the local end. `Some` when it closed.
-    fn serve_local(&mut self, now: Instant) -> Result<Option<Exit>, StartError> {
+    fn serve_local(&mut self, now: Now) -> Result<Option<Exit>, StartError> {
         self.local_ready = false;
         for _ in 0..READ_BUDGET {
             let (Some(local), Some(port)) = (self.io.local.as_mut(), self.local_port) else { return Ok(None) };
-            match local.recv(&mut self.buf) {
-                Ok(Rx::Packet { len, .. }) => self.forward(now, port, len),
+            match local.recv(&mut self.buf[RX]) {
+                Ok(Rx::Packet { len, .. }) => self.forward(now, port, HEADER_LEN..HEADER_LEN + len),
                 Ok(Rx::Idle) => return Ok(None),
                 Ok(Rx::Closed) => {
                     info!("local end closed; exiting");
@@ -419,27 +708,21 @@ impl Daemon {
         Ok(None)
     }
 
-    fn forward(&mut self, now: Instant, ingress: PortId, len: usize) {
-        let frame = &self.buf[..len];
-        let mut failed = [0u64; DropReason::COUNT];
-        match self.switch.handle_frame(now, ingress, frame) {
+    /// Switches the frame at `buf[frame]` that came in on `ingress`, and
+    /// sends it where the switch says.
+    fn forward(&mut self, now: Now, ingress: PortId, frame: Range<usize>) {
+        let len = frame.len();
+        self.targets.clear();
+        match self.switch.handle_frame(now.mono, ingress, &self.buf[frame.clone()]) {
             Forward::Drop(r) => {
                 trace!("drop {} from port {}: {}", len, ingress.0, r.name());
                 return;
             }
-            Forward::Unicast(t) => {
-                if let Some(r) = self.io.deliver(&t, frame) {
-                    failed[r as usize] += 1;
-                }
-            }
-            Forward::Flood(targets) => {
-                for t in targets {
-                    if let Some(r) = self.io.deliver(t, frame) {
-                        failed[r as usize] += 1;
-                    }
-                }
-            }
+            Forward::Unicast(t) => self.targets.push(t),
+            Forward::Flood(targets) => self.targets.extend_from_slice(targets),
         }
+        let mut failed = [0u64; DropReason::COUNT];
+        self.keys.send_frame(&mut self.io, &self.targets, &mut self.buf, frame, now, &mut failed);
         for r in DropReason::ALL {
             let n = failed[r as usize];
             if n == 0 {
@@ -448,7 +731,7 @@ impl Daemon {
             for _ in 0..n {
                 self.switch.count_drop(r);
             }
-            if let Some(more) = self.drop_log.allow(now) {
+            if let Some(more) = self.drop_log.allow(now.mono) {
                 debug!("could not send a {len}-byte frame: {} ({more} more not logged)", r.name());
             }
         }

@@ -103,6 +103,12 @@ pub mod timing {
     pub const FRESHNESS: Duration = Duration::from_secs(300);
     /// A sender starts a new session when its current one is this old.
     pub const MAX_SESSION_AGE: Duration = Duration::from_secs(120);
+    /// When a peer's new session starts this far from our current one, the
+    /// peer may soon refuse ours (see [`super::Transport::peer_session`]).
+    pub const PEER_START_GAP: Duration = Duration::from_secs(150);
+    /// Our session is never renewed for a peer's sake before it is this old,
+    /// which bounds how often two peers can make each other renew.
+    pub const PEER_RENEW_MIN_AGE: Duration = Duration::from_secs(10);
 }
 
 /// Both sides of one key file: what the daemon holds per distinct key.
@@ -161,5 +167,33 @@ impl Transport {
     /// The receiving side.
     pub fn opener(&self) -> &Opener {
         &self.opener
+    }
+
+    /// Called when a datagram made a peer's session known
+    /// ([`Opened::new_session`]), with that session's start time: renews our
+    /// own session when the peer might not accept it. Returns true when it
+    /// did.
+    ///
+    /// A peer that restarted knows none of our sessions and accepts ours
+    /// only if its start is within [`timing::FRESHNESS`] of the peer's clock.
+    /// The peer's new session started at about the peer's "now", so when our
+    /// session start is more than [`timing::PEER_START_GAP`] from it, our
+    /// next datagrams might be refused (or soon will be, as the peer's clock
+    /// advances until our own renewal at [`timing::MAX_SESSION_AGE`]): we
+    /// renew now, so the peer accepts what we send next, one round trip after
+    /// it spoke. With clocks in agreement the gap is our session's age, under
+    /// [`timing::MAX_SESSION_AGE`], and nothing happens: peers renewing do
+    /// not make each other renew, which would multiply the sessions every
+    /// receiver has to remember. Never before [`timing::PEER_RENEW_MIN_AGE`],
+    /// so two peers with clocks far apart renew at most that often.
+    pub fn peer_session(&mut self, peer_start: u64, now_unix: u64) -> Result<bool, SealError> {
+        let ours = self.sealer.session_start();
+        if ours.abs_diff(now_unix) < timing::PEER_RENEW_MIN_AGE.as_secs()
+            || ours.abs_diff(peer_start) <= timing::PEER_START_GAP.as_secs()
+        {
+            return Ok(false);
+        }
+        self.sealer.rotate(now_unix)?;
+        Ok(true)
     }
 }

@@ -87,6 +87,8 @@ pub struct Opened {
     pub session: SessionId,
     /// The datagram's counter in that session.
     pub counter: u64,
+    /// When that session started, in unix seconds of the sender's clock.
+    pub start: u64,
     /// True when this datagram made the session known: the peer restarted
     /// or renewed its session (or is new).
     pub new_session: bool,
@@ -154,8 +156,14 @@ impl Opener {
         }
         let nonce = Aead::nonce(h.counter);
         let (aad, body) = datagram.split_at_mut(HEADER_LEN);
-        let opened =
-            |new_session| Opened { kind: h.kind, payload, session: h.session, counter: h.counter, new_session };
+        let opened = |new_session| Opened {
+            kind: h.kind,
+            payload,
+            session: h.session,
+            counter: h.counter,
+            start: h.start,
+            new_session,
+        };
 
         if let Some(peer) = self.sessions.get_mut(&h.session) {
             if peer.start != h.start {

@@ -127,7 +127,8 @@ pub enum DropReason {
     UnknownSource,
     /// Too large for the channel it should leave by.
     TooLarge,
-    /// Failed authentication or was malformed on a keyed channel.
+    /// Failed authentication or was malformed on a keyed channel (a
+    /// plaintext datagram to a keyed channel is one of these).
     BadAuth,
     /// A replayed or too old datagram on a keyed channel.
     Replay,
@@ -138,11 +139,19 @@ pub enum DropReason {
     /// The MAC table is full, and the source could not be held against
     /// loops either: flooding it could start a broadcast storm.
     NoLoopHold,
+    /// A keyed datagram of one of our own sessions: a reflection.
+    OwnSession,
+    /// A keyed datagram of a session we do not know whose start time is
+    /// more than 300 s from our clock: an old capture, or a wrong clock.
+    StaleSession,
+    /// An authentic new session refused because the session cache holds
+    /// only sessions still fresh enough to be replayed if forgotten.
+    SessionCacheFull,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 17;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -159,6 +168,9 @@ impl DropReason {
         DropReason::SendFailed,
         DropReason::OwnMulticast,
         DropReason::NoLoopHold,
+        DropReason::OwnSession,
+        DropReason::StaleSession,
+        DropReason::SessionCacheFull,
     ];
 
     /// A short name for logs.
@@ -178,6 +190,9 @@ impl DropReason {
             DropReason::SendFailed => "send-failed",
             DropReason::OwnMulticast => "own-multicast",
             DropReason::NoLoopHold => "table-full-no-loop-hold",
+            DropReason::OwnSession => "own-session",
+            DropReason::StaleSession => "stale-session",
+            DropReason::SessionCacheFull => "session-cache-full",
         }
     }
 }
