@@ -19,10 +19,10 @@
 //! address that authenticates is a new remote if a declaration admits that
 //! address, exactly as on a plain channel (no roaming of an existing remote).
 //!
-//! Sending: every datagram is sent through [`Io::deliver`]. A frame goes to
+//! Sending: every datagram is sent through `Io::deliver`. A frame goes to
 //! the plaintext targets first (the local end, unkeyed remotes); then, for
 //! each key among the targets, it is sealed once and the same datagram goes
-//! to every target of that key ([`Keys::send_frame`]). Sealing is in place:
+//! to every target of that key (`Keys::send_frame`). Sealing is in place:
 //! the receive buffer keeps [`HEADER_LEN`] bytes of headroom and [`TAG_LEN`]
 //! of tailroom around the frame. A decrypted frame sits one header further
 //! in, so forwarding it to another keyed remote re-seals it over its old

@@ -353,6 +353,85 @@ fn a_restarted_receiver_hears_a_long_running_sender_after_its_next_renewal() {
     }
 }
 
+/// `Transport::peer_session` with our session started at NOW and the
+/// clock at `NOW + age`: did a peer session starting at `NOW + age + skew`
+/// (a peer whose clock is `skew` seconds from ours) make us renew?
+fn renews(age: u64, skew: i64) -> bool {
+    let mut t = Transport::new(&key(30), NOW).unwrap();
+    let before = t.sealer().session();
+    let now = NOW + age;
+    let renewed = t.peer_session(now.checked_add_signed(skew).unwrap(), now).unwrap();
+    assert_eq!(renewed, t.sealer().session() != before);
+    if renewed {
+        assert_eq!((t.sealer().session_start(), t.sealer().next_counter()), (now, 0));
+    }
+    renewed
+}
+
+#[test]
+fn peers_whose_clocks_agree_never_make_us_renew() {
+    for age in 0..timing::MAX_SESSION_AGE.as_secs() {
+        for skew in [-5, 0, 5] {
+            assert!(!renews(age, skew), "age {age}, skew {skew}");
+        }
+    }
+}
+
+#[test]
+fn a_peer_far_ahead_makes_us_renew_when_that_gains_ten_seconds() {
+    let gap = timing::PEER_START_GAP.as_secs() as i64;
+    let gain = timing::PEER_RENEW_MIN_GAIN.as_secs();
+    // Our session 10 s old, the peer's clock 200 s ahead: 210 s apart now,
+    // 200 s after a renewal.
+    assert!(renews(gain, 200));
+    assert!(!renews(gain - 1, 200), "not for less than the minimum gain");
+    // The gap must exceed 150 s.
+    assert!(!renews(gain, gap - gain as i64));
+    assert!(renews(gain, gap - gain as i64 + 1));
+    assert!(renews(100, 60), "an old session and a peer somewhat ahead: 160 s apart");
+    // A peer behind us is closer to our older session than to a new one.
+    for age in [0, 10, 60, 119] {
+        for skew in [-100, -200, -290] {
+            assert!(!renews(age, skew), "age {age}, skew {skew}");
+        }
+    }
+}
+
+#[test]
+fn two_peers_with_distant_clocks_do_not_make_each_other_renew() {
+    let k = key(31);
+    // B's clock is 200 s ahead of A's; A's session is 30 s old when B restarts.
+    let mut a = Transport::new(&k, NOW).unwrap();
+    let a_now = NOW + 30;
+    let mut b = Transport::new(&k, a_now + 200).unwrap();
+    assert_eq!(a.peer_session(b.sealer().session_start(), a_now), Ok(true));
+    // B hears A's new session: a session of its own starting now would be no
+    // closer to A's clock.
+    for b_age in [0, 1, 30, 119] {
+        assert_eq!(b.peer_session(a.sealer().session_start(), a_now + 200 + b_age), Ok(false), "B at age {b_age}");
+    }
+    // When B renews later, A renews again only once its session gained 10 s.
+    assert_eq!(a.peer_session(a_now + 5 + 200, a_now + 5), Ok(false));
+    assert_eq!(a.peer_session(a_now + 120 + 200, a_now + 120), Ok(true));
+}
+
+#[test]
+fn a_restarted_peer_accepts_what_we_send_next_whatever_the_clocks_within_290_seconds() {
+    let k = key(32);
+    for age in 0..timing::MAX_SESSION_AGE.as_secs() {
+        for skew in (-290..=290i64).step_by(10) {
+            let mut us = Transport::new(&k, NOW).unwrap();
+            let now = NOW + age;
+            let peer_now = now.checked_add_signed(skew).unwrap();
+            let mut peer = Transport::new(&k, peer_now).unwrap();
+            us.peer_session(peer.sealer().session_start(), now).unwrap();
+            let mut d = vec![0u8; OVERHEAD + 20];
+            us.seal_in_place(&mut d, HEADER_LEN, 20, Kind::Data, now).unwrap();
+            assert!(peer.open_in_place(&mut d, peer_now).is_ok(), "age {age}, skew {skew}");
+        }
+    }
+}
+
 #[test]
 fn a_failed_datagram_changes_nothing() {
     let k = key(16);

@@ -389,7 +389,9 @@ fn the_wire_carries_sealed_datagrams_and_captures_do_not_replay() {
     // A's uplink is the relay; B accepts anything keyed from 127.0.0.1 (the relay).
     let mut b = Rrq::spawn(&[&pb.to_string(), &format!("127.0.0.1={k}")]);
     let mut a = Rrq::spawn(&[&pa.to_string(), &format!("127.0.0.1:{rp}={k}")]);
-    let captured: Arc<Mutex<Vec<(bool, Vec<u8>)>>> = Arc::default();
+    // (A to B?, datagram) for everything the relay passed on.
+    type Captured = Vec<(bool, Vec<u8>)>;
+    let captured: Arc<Mutex<Captured>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let relay_thread = {
         let (captured, stop, relay) = (Arc::clone(&captured), Arc::clone(&stop), relay.try_clone().unwrap());

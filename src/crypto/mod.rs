@@ -62,6 +62,9 @@
 //! cache. That is why senders renew sessions: a receiver that restarted knows
 //! none of our sessions, and our current one must still be fresh when it
 //! first sees it. Peers' clocks must therefore agree within a few minutes.
+//! When a peer's new session shows its clock far ahead of our session start,
+//! we renew at once ([`Transport::peer_session`]), so a restarted peer hears
+//! us one round trip after it speaks.
 //! The cache forgets the least recently used session whose start is no
 //! longer fresh; it never forgets a fresh one (that would reopen it to
 //! replay) and refuses a new session instead ([`OpenError::SessionCacheFull`]).
@@ -104,11 +107,12 @@ pub mod timing {
     /// A sender starts a new session when its current one is this old.
     pub const MAX_SESSION_AGE: Duration = Duration::from_secs(120);
     /// When a peer's new session starts this far from our current one, the
-    /// peer may soon refuse ours (see [`super::Transport::peer_session`]).
+    /// peer may refuse ours (see [`super::Transport::peer_session`]).
     pub const PEER_START_GAP: Duration = Duration::from_secs(150);
-    /// Our session is never renewed for a peer's sake before it is this old,
-    /// which bounds how often two peers can make each other renew.
-    pub const PEER_RENEW_MIN_AGE: Duration = Duration::from_secs(10);
+    /// A renewal for a peer's sake must bring our session start at least this
+    /// much closer to the peer's clock, so renewing is worth it, at most one
+    /// side of a pair renews, and no more often than this.
+    pub const PEER_RENEW_MIN_GAIN: Duration = Duration::from_secs(10);
 }
 
 /// Both sides of one key file: what the daemon holds per distinct key.
@@ -176,20 +180,25 @@ impl Transport {
     ///
     /// A peer that restarted knows none of our sessions and accepts ours
     /// only if its start is within [`timing::FRESHNESS`] of the peer's clock.
-    /// The peer's new session started at about the peer's "now", so when our
-    /// session start is more than [`timing::PEER_START_GAP`] from it, our
-    /// next datagrams might be refused (or soon will be, as the peer's clock
-    /// advances until our own renewal at [`timing::MAX_SESSION_AGE`]): we
-    /// renew now, so the peer accepts what we send next, one round trip after
-    /// it spoke. With clocks in agreement the gap is our session's age, under
+    /// A new session starts at about its sender's "now", so the peer's start
+    /// tells us roughly what its clock says. When our session start is more
+    /// than [`timing::PEER_START_GAP`] from it, and a session starting now
+    /// would be at least [`timing::PEER_RENEW_MIN_GAIN`] closer, we renew, so
+    /// that the peer accepts what we send next: one round trip after it
+    /// spoke, not after our own renewal at [`timing::MAX_SESSION_AGE`].
+    ///
+    /// With clocks in agreement the gap is our session's age, under
     /// [`timing::MAX_SESSION_AGE`], and nothing happens: peers renewing do
     /// not make each other renew, which would multiply the sessions every
-    /// receiver has to remember. Never before [`timing::PEER_RENEW_MIN_AGE`],
-    /// so two peers with clocks far apart renew at most that often.
+    /// receiver has to remember. With clocks far apart only the side whose
+    /// clock is behind renews (for the other, a newer session of its own is
+    /// no closer to the peer's clock), and at most once per
+    /// [`timing::PEER_RENEW_MIN_GAIN`], since the gain is at most our age.
     pub fn peer_session(&mut self, peer_start: u64, now_unix: u64) -> Result<bool, SealError> {
-        let ours = self.sealer.session_start();
-        if ours.abs_diff(now_unix) < timing::PEER_RENEW_MIN_AGE.as_secs()
-            || ours.abs_diff(peer_start) <= timing::PEER_START_GAP.as_secs()
+        let gap = self.sealer.session_start().abs_diff(peer_start);
+        let gap_if_renewed = now_unix.abs_diff(peer_start);
+        if gap <= timing::PEER_START_GAP.as_secs()
+            || gap_if_renewed.saturating_add(timing::PEER_RENEW_MIN_GAIN.as_secs()) > gap
         {
             return Ok(false);
         }
