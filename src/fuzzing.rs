@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::channel::stdio::Decoder;
 use crate::config::parse_remote;
+use crate::crypto::{Kind, MasterKey, OpenError, Opened, Opener, Sealer, SealerLimits, SessionId, Transport};
+use crate::crypto::{HEADER_LEN, TAG_LEN};
 use crate::switch::{Forward, Params, PortId, Switch};
 
 /// The command line: NUL-separated arguments.
@@ -89,4 +91,63 @@ pub fn switch_ops(data: &[u8]) {
         assert!(sw.mac_count() <= 8, "the MAC table is bounded");
         assert!(sw.port_count() <= 7, "the port set is bounded (6 remotes and the local end)");
     }
+}
+
+/// The key material of the `crypto_open` target: bytes 0, 1, ..., 31.
+pub const CRYPTO_KEY: [u8; 32] = {
+    let mut k = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        k[i] = i as u8;
+        i += 1;
+    }
+    k
+};
+/// The wall clock of the `crypto_open` target, in unix seconds.
+pub const CRYPTO_NOW: u64 = 1_700_000_000;
+/// The receiver's own session in the `crypto_open` target: datagrams of it
+/// are reflections.
+pub const CRYPTO_OWN_SESSION: SessionId = SessionId([0xee; 16]);
+
+/// The receiving transport of the `crypto_open` target: fixed key, clock
+/// and own session, and a small session cache.
+fn crypto_receiver() -> Transport {
+    let key = MasterKey::from_bytes(&CRYPTO_KEY).expect("32 bytes are a key");
+    let own = Sealer::with_session(&key, CRYPTO_OWN_SESSION, CRYPTO_NOW, 0, SealerLimits::default());
+    Transport::from_parts(own, Opener::new(&key, 4))
+}
+
+/// What the `crypto_open` target makes of one input, for the seed tests.
+pub fn crypto_open_result(data: &[u8]) -> Result<Opened, OpenError> {
+    crypto_receiver().open_in_place(&mut data.to_vec(), CRYPTO_NOW)
+}
+
+/// Seals a datagram the `crypto_open` target accepts: for making seeds.
+pub fn crypto_seed(kind: Kind, payload: &[u8], session: SessionId, counter: u64, start: u64) -> Vec<u8> {
+    let key = MasterKey::from_bytes(&CRYPTO_KEY).expect("32 bytes are a key");
+    let mut s = Sealer::with_session(&key, session, start, counter, SealerLimits::default());
+    let mut buf = vec![0u8; HEADER_LEN + payload.len() + TAG_LEN];
+    buf[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+    match s.seal_in_place(&mut buf, HEADER_LEN, payload.len(), kind, start) {
+        Ok(_) => buf,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// One keyed datagram, opened in place: never a panic; what opens has its
+/// plaintext inside the buffer, between the header and the tag, of its
+/// kind's shape, and the same bytes never open twice.
+pub fn crypto_open(data: &[u8]) {
+    let mut rx = crypto_receiver();
+    let mut buf = data.to_vec();
+    let Ok(o) = rx.open_in_place(&mut buf, CRYPTO_NOW) else { return };
+    assert!(o.payload.start <= o.payload.end && o.payload.end <= buf.len(), "payload {:?} in {}", o.payload, buf.len());
+    assert_eq!((o.payload.start, o.payload.end + TAG_LEN), (HEADER_LEN, data.len()));
+    match o.kind {
+        Kind::Data => assert!(!o.payload.is_empty(), "data has a payload"),
+        Kind::Heartbeat => assert!(o.payload.is_empty(), "a heartbeat has none"),
+    }
+    assert!(o.new_session && o.session != CRYPTO_OWN_SESSION);
+    assert!(rx.opener().knows(&o.session));
+    assert_eq!(rx.open_in_place(&mut data.to_vec(), CRYPTO_NOW), Err(OpenError::Replay), "opened twice");
 }

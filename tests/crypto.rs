@@ -519,7 +519,7 @@ fn the_session_cache_is_bounded_and_never_forgets_a_fresh_session() {
     assert!(!rx.knows(&s1));
     assert!(rx.knows(&s0));
     assert_eq!(rx.session_count(), 2);
-    assert_eq!(DEFAULT_MAX_SESSIONS, 1024);
+    assert_eq!(DEFAULT_MAX_SESSIONS, 4 * rrqnet::switch::DEFAULT_MAX_PORTS);
 }
 
 // ---------------------------------------------------------------------------

@@ -20,7 +20,13 @@ use super::timing;
 use super::wire::{Header, Kind, SessionId, HEADER_LEN, OVERHEAD, TAG_LEN};
 
 /// The default bound on the number of sender sessions remembered per key.
-pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+///
+/// A session is remembered while its start is fresh (300 s), and a sender
+/// renews every 120 s, so each busy peer holds about four: this is room for
+/// the switch's 4096 remotes all on one key. Only authentic sessions are
+/// remembered, so only key holders can fill it; each takes about 1.7 KiB
+/// (its replay window and its key), 28 MiB when full.
+pub const DEFAULT_MAX_SESSIONS: usize = 16384;
 
 /// Why a datagram was dropped. Each is counted separately by the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
