@@ -5,6 +5,7 @@
 //! declarations or keys; the daemon and the switch decide what goes where.
 
 pub mod stdio;
+pub mod tap;
 pub mod udp;
 
 use std::io;
