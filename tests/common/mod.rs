@@ -47,7 +47,12 @@ pub fn privileged(test: &str) -> bool {
 /// Whether a program is installed. With `RRQNET_REQUIRE_PRIVILEGED=1` a missing
 /// program is a failure; otherwise the test prints why it skips.
 pub fn have_program(test: &str, prog: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {prog}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {prog}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !found {
         if privileged_required() {
             panic!("{test}: needs {prog}, and RRQNET_REQUIRE_PRIVILEGED=1 forbids skipping");
