@@ -573,3 +573,26 @@ fn stdio_rrqnet_under_vde_plug_talks_to_a_tap_host() {
     let secs = tcp_transfer(&a, &b, "198.51.100.2", 5003, 5 << 20, &[&da, &db]);
     eprintln!("5 MiB tap -> vde_plug -> stdio -> udp -> tap in {secs:.2} s");
 }
+
+/// The demo (plugins/demo.sh) runs, pings, says so, and leaves nothing behind.
+#[test]
+fn demo_script_works_and_cleans_up() {
+    if !privileged("demo_script_works_and_cleans_up") {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/demo.sh");
+    let mut cmd = Command::new("sh");
+    cmd.arg(script).env("RRQNET", rrqnet_bin()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut p = Proc::spawn("demo", &mut cmd);
+    let tag = format!("rrqdemo{}", p.pid());
+    let st = p.wait_timeout(Duration::from_secs(60)).expect("the demo did not finish in 60 s");
+    let mut out = String::new();
+    p.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let err = p.stderr_text();
+    assert!(st.success(), "demo failed: {st}\n{out}\n{err}");
+    assert!(out.contains("rrqnet works.") && out.contains("cleaned up"), "{out}\n{err}");
+    assert_eq!(out.matches(" replies, average ").count(), 4, "{out}");
+    assert!(!out.contains("NO ANSWER"), "{out}");
+    let left = common::sh("ip netns list");
+    assert!(!left.contains(&tag), "the demo left namespaces behind: {left}");
+}
