@@ -286,7 +286,7 @@ fn tcp_transfer(from: &Netns, to: &Netns, to_addr: &str, port: u16, bytes: usize
 }
 
 /// The manual's "simple set up (ipv4)": two hosts, taps, uplinks both ways.
-/// Ping both ways, then 20 MB of TCP arrive intact.
+/// Ping both ways, then 20 MB of TCP arrive intact, and jumbo frames cross.
 #[test]
 fn ipv4_pair_pings_and_carries_20mb_intact() {
     if !privileged("ipv4_pair_pings_and_carries_20mb_intact") || !have_program("ipv4_pair", "python3") {
@@ -302,6 +302,21 @@ fn ipv4_pair_pings_and_carries_20mb_intact() {
     assert!(pings(&b, "198.51.100.1"), "b cannot ping a\n{}", logs(&[&da, &db]));
     let secs = tcp_transfer(&a, &b, "198.51.100.2", 5001, 20 << 20, &[&da, &db]);
     eprintln!("20 MiB over the tunnel in {secs:.2} s ({:.0} Mbit/s)", 20.0 * 8.388608 / secs);
+    // Jumbo frames pass whole (SPEC 4): a tap's largest MTU, 65521, and
+    // frames up to the largest UDP payload; a larger one is dropped, and
+    // the tunnel goes on.
+    for ns in [&a, &b] {
+        ns.ip(&["link", "set", "tap0", "mtu", "65521"]);
+    }
+    for size in ["8972", "65000", "65465"] {
+        assert!(
+            a.try_sh(&format!("ping -c1 -W2 -M do -s {size} 198.51.100.2")),
+            "a {size}-byte ping did not cross\n{}",
+            logs(&[&da, &db])
+        );
+    }
+    assert!(!a.try_sh("ping -c1 -W1 -M do -s 65466 198.51.100.2"), "a 65508-byte frame cannot fit a datagram");
+    assert!(pings(&b, "198.51.100.1"), "b cannot ping a after a dropped frame\n{}", logs(&[&da, &db]));
     // Stdin and stdout were closed; the daemons still run.
     let (mut da, mut db) = (da, db);
     assert!(da.proc.running() && db.proc.running(), "{}", logs(&[&da, &db]));
