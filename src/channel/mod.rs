@@ -8,6 +8,7 @@ pub mod batch;
 pub mod mcast;
 pub mod mem;
 pub mod stdio;
+pub mod tap;
 pub mod udp;
 
 use std::io;
