@@ -41,6 +41,7 @@ use mio::{Events, Poll, Token};
 
 use crate::channel::mcast::McastChannel;
 use crate::channel::stdio::StdioChannel;
+use crate::channel::tap::TapChannel;
 use crate::channel::udp::UdpChannel;
 use crate::channel::{Channel, Rx, Tx, MAX_PAYLOAD};
 use crate::config::{Config, LocalEnd};
@@ -80,6 +81,8 @@ pub enum StartError {
     Tap { name: String, source: io::Error },
     /// The multicast group could not be joined or sent to.
     Multicast { group: SocketAddr, source: crate::channel::mcast::McastError },
+    /// The local end (a tap) failed while running.
+    Local { name: String, source: io::Error },
     /// A key file could not be used.
     Key { path: PathBuf, reason: String },
     /// Something this build does not do yet.
@@ -95,6 +98,7 @@ impl fmt::Display for StartError {
             StartError::Stdio(e) => write!(f, "cannot use stdin/stdout as the local channel: {e}"),
             StartError::Tap { name, source } => write!(f, "cannot open tap {name}: {source}"),
             StartError::Multicast { group, source } => write!(f, "cannot use multicast group {group}: {source}"),
+            StartError::Local { name, source } => write!(f, "{name} failed: {source}"),
             StartError::Key { path, reason } => write!(f, "key file {}: {reason}", path.display()),
             StartError::Unsupported(what) => f.write_str(what),
             StartError::Poll(e) => write!(f, "event loop failed: {e}"),
@@ -410,10 +414,10 @@ impl Daemon {
             }
             LocalEnd::Stdio => Some(Box::new(StdioChannel::open().map_err(StartError::Stdio)?)),
             LocalEnd::Tap(name) => {
-                return Err(StartError::Tap {
-                    name: name.clone(),
-                    source: io::Error::new(io::ErrorKind::Unsupported, "tap support is not built yet"),
-                })
+                let tap = TapChannel::open(name).map_err(|source| StartError::Tap { name: name.clone(), source })?;
+                // The manual: with a tap, stdin and stdout are closed (stderr stays).
+                crate::sys::close_stdin_stdout().map_err(StartError::Stdio)?;
+                Some(Box::new(tap))
             }
         };
         let local_port = match local.as_mut() {
@@ -508,7 +512,9 @@ impl Daemon {
             for ev in events.iter() {
                 match ev.token() {
                     LOCAL => {
-                        if ev.is_readable() || ev.is_read_closed() {
+                        // An error event (a deleted tap shows as EPOLLERR
+                        // alone) is served as a read, which reports it.
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             ready_local = true;
                         }
                         if ev.is_writable() || ev.is_write_closed() {
@@ -538,7 +544,7 @@ impl Daemon {
                 }
             }
             if let Some((name, e)) = self.io.fatal.take() {
-                if name == "stdio" {
+                if self.io.local.as_ref().is_some_and(|l| l.name() == name) {
                     return self.local_failed(e);
                 }
                 return Err(StartError::Poll(io::Error::new(e.kind(), format!("{name}: {e}"))));
@@ -546,12 +552,22 @@ impl Daemon {
         }
     }
 
-    fn local_failed(&mut self, e: io::Error) -> Result<Exit, StartError> {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            info!("stdout closed by its reader; exiting");
-            return Ok(Exit::LocalClosed);
+    /// The error for a failure of the local end, naming it.
+    fn local_error(&self, e: io::Error) -> StartError {
+        match self.io.local.as_ref().map(|l| l.name()) {
+            Some(name) if name != "stdio" => StartError::Local { name: name.to_owned(), source: e },
+            _ => StartError::Stdio(e),
         }
-        Err(StartError::Stdio(e))
+    }
+
+    fn local_failed(&mut self, e: io::Error) -> Result<Exit, StartError> {
+        match self.local_error(e) {
+            StartError::Stdio(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                info!("stdout closed by its reader; exiting");
+                Ok(Exit::LocalClosed)
+            }
+            err => Err(err),
+        }
     }
 
     /// Logs what happened to the set of remotes.
@@ -701,7 +717,7 @@ impl Daemon {
                     info!("local end closed; exiting");
                     return Ok(Some(Exit::LocalClosed));
                 }
-                Err(e) => return Err(StartError::Stdio(e)),
+                Err(e) => return Err(self.local_error(e)),
             }
         }
         self.local_ready = true;

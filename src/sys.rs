@@ -96,18 +96,24 @@ impl Mmsg {
         self.hdrs.len()
     }
 
-    /// Receives up to `bufs.len()` datagrams without blocking. Fills `meta`
-    /// with each one's length and source; returns how many arrived
-    /// (`WouldBlock` when none).
+    /// Receives up to `meta.len()` datagrams without blocking into equal
+    /// slots of `store`: datagram `i` lands at
+    /// `store[i * slot + offset .. (i + 1) * slot]`. Fills `meta` with each
+    /// one's length (`usize::MAX` if it was cut) and source; returns how many
+    /// arrived (`WouldBlock` when none).
     pub fn recv(
         &mut self,
         fd: &impl AsRawFd,
-        bufs: &mut [&mut [u8]],
+        store: &mut [u8],
+        slot: usize,
+        offset: usize,
         meta: &mut [(usize, Option<std::net::SocketAddr>)],
     ) -> io::Result<usize> {
-        let n = bufs.len().min(self.hdrs.len()).min(meta.len());
+        assert!(offset < slot, "receive offset inside the slot");
+        let n = (store.len() / slot).min(self.hdrs.len()).min(meta.len());
         for i in 0..n {
-            self.iovs[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: bufs[i].len() };
+            let buf = &mut store[i * slot + offset..(i + 1) * slot];
+            self.iovs[i] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
             let h = &mut self.hdrs[i];
             h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -118,9 +124,9 @@ impl Mmsg {
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
-        // SAFETY: the first n headers point at n live, exclusively borrowed
-        // buffers and address slots of the sizes given; the kernel writes
-        // only within them.
+        // SAFETY: the first n headers point at n disjoint regions of `store`,
+        // exclusively borrowed for this call, and at address slots of the
+        // sizes given; the kernel writes only within them.
         let r = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
@@ -143,18 +149,25 @@ impl Mmsg {
         Ok(got)
     }
 
-    /// Sends `msgs` (payload, destination) without blocking, as many per
-    /// system call as fit. Returns how many were sent; a datagram the kernel
-    /// refuses is skipped and counted in the second value.
-    pub fn send(&mut self, fd: &impl AsRawFd, msgs: &[(&[u8], std::net::SocketAddr)]) -> io::Result<(usize, usize)> {
+    /// Sends `msgs` (a range of `arena`, destination) without blocking, as
+    /// many per system call as fit. Returns how many were sent and how many
+    /// were not: a datagram the kernel refuses is skipped, and when the
+    /// socket buffer is full the rest are not sent.
+    pub fn send(
+        &mut self,
+        fd: &impl AsRawFd,
+        arena: &[u8],
+        msgs: &[(std::ops::Range<usize>, std::net::SocketAddr)],
+    ) -> io::Result<(usize, usize)> {
         let mut sent = 0;
         let mut failed = 0;
         let mut at = 0;
         while at < msgs.len() {
             let n = (msgs.len() - at).min(self.hdrs.len());
             for i in 0..n {
-                let (payload, to) = msgs[at + i];
-                let len = std_to_sockaddr(to, &mut self.addrs[i]);
+                let (range, to) = &msgs[at + i];
+                let payload = &arena[range.clone()];
+                let len = std_to_sockaddr(*to, &mut self.addrs[i]);
                 self.iovs[i] = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
                 let h = &mut self.hdrs[i];
                 h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
@@ -249,19 +262,24 @@ mod tests {
             let tx = UdpSocket::bind(peer).unwrap();
             let to = rx.local_addr().unwrap();
             let payloads: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 10 + i * 100]).collect();
-            let msgs: Vec<(&[u8], std::net::SocketAddr)> = payloads.iter().map(|p| (p.as_slice(), to)).collect();
+            let arena: Vec<u8> = payloads.concat();
+            let mut msgs = Vec::new();
+            let mut at = 0;
+            for p in &payloads {
+                msgs.push((at..at + p.len(), to));
+                at += p.len();
+            }
             let mut m = Mmsg::new(3);
-            assert_eq!(m.send(&tx, &msgs).unwrap(), (5, 0));
-            let mut store = vec![vec![0u8; 2048]; 8];
+            assert_eq!(m.send(&tx, &arena, &msgs).unwrap(), (5, 0));
+            let mut store = vec![0u8; 2048 * 8];
             let mut meta = vec![(0usize, None); 8];
             let mut got = Vec::new();
             for _ in 0..100 {
-                let mut bufs: Vec<&mut [u8]> = store.iter_mut().map(|b| b.as_mut_slice()).collect();
-                match m.recv(&rx, &mut bufs, &mut meta) {
+                match m.recv(&rx, &mut store, 2048, 16, &mut meta) {
                     Ok(n) => {
                         for (i, (len, from)) in meta.iter().take(n).enumerate() {
                             assert_eq!(*from, Some(tx.local_addr().unwrap()));
-                            got.push(store[i][..*len].to_vec());
+                            got.push(store[i * 2048 + 16..][..*len].to_vec());
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -284,9 +302,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut m = Mmsg::new(2);
         let mut store = [0u8; 50];
-        let mut bufs: Vec<&mut [u8]> = vec![&mut store];
         let mut meta = [(0usize, None); 1];
-        assert_eq!(m.recv(&rx, &mut bufs, &mut meta).unwrap(), 1);
+        assert_eq!(m.recv(&rx, &mut store, 50, 0, &mut meta).unwrap(), 1);
         assert_eq!(meta[0].0, usize::MAX);
     }
 }

@@ -4,9 +4,11 @@
 //! UDP payloads for the remote ones. It knows nothing of MAC addresses,
 //! declarations or keys; the daemon and the switch decide what goes where.
 
+pub mod batch;
 pub mod mcast;
 pub mod mem;
 pub mod stdio;
+pub mod tap;
 pub mod udp;
 
 use std::io;
