@@ -113,6 +113,8 @@ impl std::error::Error for StartError {}
 pub enum Exit {
     /// stdin reached end of file (or stdout's reader left): status 0.
     LocalClosed,
+    /// SIGTERM or SIGINT ([`crate::sys::catch_termination`]): status 0.
+    Terminated,
 }
 
 /// The wall clock in unix seconds (0 if it is before 1970).
@@ -490,6 +492,10 @@ impl Daemon {
         let mut ready_mcast = self.io.mcast.is_some();
         let mut next_tick = Instant::now();
         loop {
+            if crate::sys::termination_requested() {
+                info!("terminated by a signal; exiting");
+                return Ok(Exit::Terminated);
+            }
             let now = Now::read();
             self.log_events();
             if now.mono >= next_tick {

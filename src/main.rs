@@ -1,6 +1,7 @@
 //! The `rrqnet` binary: parse the command line, pick the logger, run the
 //! daemon, and map the outcome to an exit status (2 for a bad argument, 1 for
-//! a failure at start or run time, 0 when the local end closed).
+//! a failure at start or run time, 0 when the local end closed or a SIGTERM
+//! or SIGINT asked the daemon to stop).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -43,10 +44,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = rrqnet::sys::catch_termination() {
+        log::warn!("cannot catch SIGTERM and SIGINT ({e}); they will end rrqnet without its statistics");
+    }
     let result = daemon.run();
     daemon.finish();
     match result {
-        Ok(Exit::LocalClosed) => ExitCode::SUCCESS,
+        Ok(Exit::LocalClosed | Exit::Terminated) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             ExitCode::from(1)

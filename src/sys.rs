@@ -5,6 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Sets the capacity of the pipe behind `fd` (`F_SETPIPE_SZ`), returning the
 /// size the kernel chose.
@@ -34,6 +35,41 @@ pub fn close_stdin_stdout() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_signal: libc::c_int) {
+    // An atomic store is async-signal-safe.
+    TERMINATE.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGTERM and SIGINT set a flag ([`termination_requested`]) instead of
+/// ending the process, so the daemon leaves through its normal exit (the
+/// statistics logged, queued output flushed). Without `SA_RESTART`, so a
+/// blocked `epoll_wait` returns at once with `EINTR`.
+pub fn catch_termination() -> io::Result<()> {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: an all-zero sigaction is a valid value (no flags, empty
+        // mask); sigemptyset writes only into the local; the handler is an
+        // extern "C" fn that does one atomic store, which is
+        // async-signal-safe; sigaction copies the struct and keeps no pointer.
+        let r = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(signal, &sa, std::ptr::null_mut())
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// True once SIGTERM or SIGINT arrived (after [`catch_termination`]).
+pub fn termination_requested() -> bool {
+    TERMINATE.load(Ordering::Relaxed)
 }
 
 /// Sets a socket buffer past `rmem_max`/`wmem_max` (`SO_RCVBUFFORCE` or
