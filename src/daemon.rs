@@ -800,3 +800,129 @@ fn hint_if_stdin_is_a_pipe() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Header, Opener, Transport};
+    use allocation_counter::measure;
+    use std::net::UdpSocket;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A key file in a scratch directory, removed with it.
+    struct KeyFiles(PathBuf);
+
+    impl KeyFiles {
+        fn new(tag: &str) -> KeyFiles {
+            let dir = std::env::temp_dir().join(format!("rrqnet-daemon-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            KeyFiles(dir)
+        }
+
+        fn key(&self, name: &str, byte: u8) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, [byte; 64]).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        }
+    }
+
+    impl Drop for KeyFiles {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A flood to two remotes of one key (two files, same content), one of
+    /// another key and a plain one: one seal per key, the same datagram to
+    /// both remotes of the first key, the frame to the plain one, and no
+    /// allocation once warmed up.
+    #[test]
+    fn a_flood_seals_once_per_key_in_place_and_allocates_nothing() {
+        let files = KeyFiles::new("flood");
+        let (k1, k1b, k2) = (files.key("k1", 1), files.key("k1b", 1), files.key("k2", 2));
+        let now = Now::read();
+        let paths = [Some(&k1), Some(&k1b), Some(&k2), None];
+        let mut keys = Keys::load(&paths, now.unix).unwrap();
+        assert_eq!(keys.keyed.len(), 2, "two files with one content are one key");
+        let peers: Vec<UdpSocket> = (0..4).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        for p in &peers {
+            p.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        }
+        let targets: Vec<Target> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Target {
+                port: PortId(i as u32),
+                dest: Dest::Remote(p.local_addr().unwrap()),
+                decl: Some(i as DeclId),
+            })
+            .collect();
+        let udp = UdpChannel::bind(0, true).unwrap();
+        let mut io = Io { local: None, udp: Some(udp), mcast: None, fatal: None };
+        let mut buf = vec![0u8; PACKET_BUF].into_boxed_slice();
+        let frame: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+        let range = HEADER_LEN..HEADER_LEN + frame.len();
+        let mut failed = [0u64; DropReason::COUNT];
+        let send = |keys: &mut Keys, io: &mut Io, buf: &mut [u8], failed: &mut [u64; DropReason::COUNT]| {
+            buf[range.clone()].copy_from_slice(&frame);
+            keys.send_frame(io, &targets, buf, range.clone(), now, failed);
+        };
+        send(&mut keys, &mut io, &mut buf, &mut failed);
+        let info = measure(|| {
+            for _ in 0..50 {
+                send(&mut keys, &mut io, &mut buf, &mut failed);
+            }
+        });
+        assert_eq!(info.count_total, 0, "the keyed send path allocated: {info:?}");
+        assert_eq!(failed, [0; DropReason::COUNT]);
+
+        let recv = |i: usize| {
+            let mut d = vec![0u8; 2048];
+            let n = peers[i].recv(&mut d).unwrap();
+            d.truncate(n);
+            d
+        };
+        let key = |path: &PathBuf| MasterKey::load(path).unwrap().key;
+        let mut rx1 = Transport::from_parts(
+            crate::crypto::Sealer::new(&key(&k1), now.unix, Default::default()).unwrap(),
+            Opener::new(&key(&k1), 16),
+        );
+        let mut rx2 = Transport::new(&key(&k2), now.unix).unwrap();
+        for n in 0..51u64 {
+            let (a, b, c, d) = (recv(0), recv(1), recv(2), recv(3));
+            assert_eq!(a, b, "datagram {n}: one seal for both remotes of key 1");
+            assert_eq!(d, frame, "datagram {n}: the plain remote gets the frame");
+            assert_eq!((Header::parse(&a).unwrap().counter, Header::parse(&c).unwrap().counter), (n, n));
+            let mut a = a;
+            let o = rx1.open_in_place(&mut a, now.unix).unwrap();
+            assert_eq!(a[o.payload], frame[..]);
+            let mut c = c;
+            let o = rx2.open_in_place(&mut c, now.unix).unwrap();
+            assert_eq!(c[o.payload], frame[..]);
+        }
+    }
+
+    /// Opening datagrams of a known session, in place, allocates nothing
+    /// (the first of a session does: it is remembered).
+    #[test]
+    fn opening_a_known_session_allocates_nothing() {
+        let key = MasterKey::from_bytes(&[3; 32]).unwrap();
+        let mut tx = Transport::new(&key, 1_700_000_000).unwrap();
+        let mut rx = Transport::new(&key, 1_700_000_000).unwrap();
+        let mut datagrams: Vec<Vec<u8>> = (0..20)
+            .map(|i| {
+                let mut d = vec![i as u8; OVERHEAD + 100];
+                tx.seal_in_place(&mut d, HEADER_LEN, 100, Kind::Data, 1_700_000_000).unwrap();
+                d
+            })
+            .collect();
+        assert!(rx.open_in_place(&mut datagrams[0], 1_700_000_000).unwrap().new_session);
+        let info = measure(|| {
+            for d in &mut datagrams[1..] {
+                assert!(!rx.open_in_place(d, 1_700_000_000).unwrap().new_session);
+            }
+        });
+        assert_eq!(info.count_total, 0, "opening allocated: {info:?}");
+    }
+}
