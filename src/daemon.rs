@@ -19,15 +19,21 @@
 //! address that authenticates is a new remote if a declaration admits that
 //! address, exactly as on a plain channel (no roaming of an existing remote).
 //!
-//! Sending: every datagram is sent through `Io::deliver`. A frame goes to
-//! the plaintext targets first (the local end, unkeyed remotes); then, for
-//! each key among the targets, it is sealed once and the same datagram goes
-//! to every target of that key (`Keys::send_frame`). Sealing is in place:
-//! the receive buffer keeps [`HEADER_LEN`] bytes of headroom and [`TAG_LEN`]
-//! of tailroom around the frame. A decrypted frame sits one header further
-//! in, so forwarding it to another keyed remote re-seals it over its old
-//! header. With several keys among the targets, every key but the last seals
-//! a copy in a scratch buffer.
+//! Sending: every frame goes out through `Keys::send_frame`. The plaintext
+//! targets come first (the local end and the multicast group are written
+//! directly; unkeyed UDP remotes share one copy of the frame in the
+//! transmit queue); then, for each key among the targets, the frame is
+//! copied into the queue once, sealed there in place, and that one datagram
+//! is queued for every remote of the key. So a frame is copied at most once
+//! per key, and a flood is sealed once per key, never once per remote.
+//!
+//! # Batches
+//!
+//! The UDP socket is read with `recvmmsg` into `-B` receive slots and every
+//! UDP datagram we send waits in the transmit queue until the batch that
+//! caused it has been switched; then one `sendmmsg` sends them all. The local
+//! end and the group are read one frame per system call, up to a budget per
+//! turn, and what they cause is sent the same way.
 
 use std::fmt;
 use std::io;
@@ -39,15 +45,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{debug, info, trace, warn};
 use mio::{Events, Poll, Token};
 
+use crate::channel::batch::{RxPool, TxQueue, HEADROOM, TAILROOM};
 use crate::channel::mcast::McastChannel;
 use crate::channel::stdio::StdioChannel;
 use crate::channel::tap::TapChannel;
 use crate::channel::udp::UdpChannel;
 use crate::channel::{Channel, Rx, Tx, MAX_PAYLOAD};
 use crate::config::{Config, LocalEnd};
-use crate::crypto::{KeyFingerprint, Kind, MasterKey, OpenError, Transport, HEADER_LEN, OVERHEAD, TAG_LEN};
+use crate::crypto::{KeyFingerprint, Kind, MasterKey, OpenError, Transport, HEADER_LEN, TAG_LEN};
 use crate::ratelimit::{Every, PerKey};
-use crate::remote::Declarations;
+use crate::remote::{canonical, Declarations};
 use crate::switch::{DeclId, Dest, DropReason, Event, Forward, Params, PortId, Switch, Target};
 
 /// Payloads shorter than this on a plain UDP channel are heartbeats.
@@ -56,6 +63,8 @@ pub const HEARTBEAT_MAX: usize = 11;
 /// (SPEC 3: a zero-length datagram stops QEMU's UDP netdevs for good). On a
 /// keyed channel a heartbeat is an authenticated empty payload.
 pub const HEARTBEAT: &[u8] = b"\0";
+/// Receive slots, and the UDP batch, without `-B`.
+pub const DEFAULT_BATCH: u16 = 32;
 /// Longest wait between looks at the switch's timers.
 const TICK_MAX: Duration = Duration::from_secs(1);
 /// Packets read from one channel before the others get a turn.
@@ -137,44 +146,121 @@ pub fn open_drop_reason(e: OpenError) -> DropReason {
 
 /// The channels, apart from the switch so that a forwarding decision (which
 /// borrows the switch) can be carried out on them.
-struct Io {
+struct Chans {
     local: Option<Box<dyn Channel>>,
     udp: Option<UdpChannel>,
     mcast: Option<McastChannel>,
     fatal: Option<(String, io::Error)>,
 }
 
-impl Io {
-    /// Sends one datagram (or frame, to the local end) to one target, as it
-    /// is: every send of the daemon goes through here. A drop reason if it
-    /// did not go.
-    fn deliver(&mut self, t: &Target, bytes: &[u8]) -> Option<DropReason> {
-        let (chan, to): (&mut dyn Channel, Option<SocketAddr>) = match t.dest {
+impl Chans {
+    fn note_fatal(&mut self, name: &str, e: io::Error) {
+        if self.fatal.is_none() {
+            self.fatal = Some((name.to_owned(), e));
+        }
+    }
+
+    /// Sends `bytes` to one target that is not a UDP remote: the local end
+    /// or the multicast group. A drop reason if it did not go.
+    fn send_direct(&mut self, t: &Target, bytes: &[u8]) -> Option<DropReason> {
+        let chan: &mut dyn Channel = match t.dest {
             Dest::Local => match self.local.as_deref_mut() {
-                Some(c) => (c, None),
-                None => return Some(DropReason::NoTarget),
-            },
-            Dest::Remote(addr) => match self.udp.as_mut() {
-                Some(c) => (c, Some(addr)),
+                Some(c) => c,
                 None => return Some(DropReason::NoTarget),
             },
             // Never a heartbeat or an empty datagram to the group (SPEC 4).
             Dest::Multicast if bytes.len() <= HEARTBEAT_MAX => return Some(DropReason::Runt),
             Dest::Multicast => match self.mcast.as_mut() {
-                Some(c) => (c, None),
+                Some(c) => c,
                 None => return Some(DropReason::NoTarget),
             },
+            Dest::Remote(_) => return Some(DropReason::NoTarget),
         };
-        match chan.send(to, bytes) {
+        match chan.send(None, bytes) {
             Ok(Tx::Sent) => None,
             Ok(Tx::Busy) => Some(DropReason::SendFailed),
             Ok(Tx::TooLarge) => Some(DropReason::TooLarge),
             Err(e) => {
-                if self.fatal.is_none() {
-                    self.fatal = Some((chan.name().to_owned(), e));
-                }
+                let name = chan.name().to_owned();
+                self.note_fatal(&name, e);
                 Some(DropReason::SendFailed)
             }
+        }
+    }
+}
+
+/// The channels and the queue of UDP datagrams waiting for the next
+/// `sendmmsg`: every send of the daemon goes through here.
+struct Io {
+    chans: Chans,
+    txq: TxQueue,
+    /// Queued datagrams the kernel did not take, not yet counted.
+    unsent: u64,
+}
+
+impl Io {
+    /// Sends the queued UDP datagrams, in as few system calls as it takes.
+    fn flush_udp(&mut self) {
+        let Some(udp) = self.chans.udp.as_ref() else { return };
+        match self.txq.flush(udp.socket(), |a| udp.wire_addr(a)) {
+            Ok((_, failed)) => self.unsent += failed as u64,
+            Err(e) => self.chans.note_fatal("udp", e),
+        }
+    }
+
+    /// Makes room in the queue for `len` bytes and one destination.
+    fn room_for(&mut self, len: usize) {
+        if !self.txq.has_room(len, 1) {
+            self.flush_udp();
+        }
+    }
+
+    /// Queues the datagram at `range` of the arena for `to`, flushing first
+    /// (and keeping the datagram) when the batch is full. Returns where the
+    /// datagram is now.
+    fn queue_dest(&mut self, range: Range<usize>, to: SocketAddr) -> Range<usize> {
+        if self.txq.push_dest(range.clone(), to) {
+            return range;
+        }
+        let Some(udp) = self.chans.udp.as_ref() else { return range };
+        let (r, kept) = self.txq.flush_keeping(udp.socket(), |a| udp.wire_addr(a), range);
+        match r {
+            Ok((_, failed)) => self.unsent += failed as u64,
+            Err(e) => self.chans.note_fatal("udp", e),
+        }
+        self.txq.push_dest(kept.clone(), to);
+        kept
+    }
+
+    /// Sends `bytes` as they are to every target in `group`: the local end
+    /// and the multicast group directly, UDP remotes through the queue, where
+    /// the bytes are copied once for all of them.
+    fn deliver<'t>(
+        &mut self,
+        group: impl Iterator<Item = &'t Target>,
+        bytes: &[u8],
+        failed: &mut [u64; DropReason::COUNT],
+    ) {
+        let mut queued: Option<Range<usize>> = None;
+        for t in group {
+            let Dest::Remote(addr) = t.dest else {
+                if let Some(r) = self.chans.send_direct(t, bytes) {
+                    failed[r as usize] += 1;
+                }
+                continue;
+            };
+            if self.chans.udp.is_none() {
+                failed[DropReason::NoTarget as usize] += 1;
+                continue;
+            }
+            let range = match queued.take() {
+                Some(r) => r,
+                None => {
+                    self.room_for(bytes.len());
+                    self.txq.push_bytes(bytes)
+                }
+            };
+            queued = Some(self.queue_dest(range, addr));
         }
     }
 }
@@ -191,10 +277,6 @@ struct Keys {
     keyed: Vec<Keyed>,
     /// Indexed by [`DeclId`]; the multicast group's declaration is last.
     by_decl: Vec<Option<usize>>,
-    /// Where every key but the last of a flood seals its copy.
-    scratch: Box<[u8]>,
-    /// A heartbeat is sealed here.
-    heartbeat: [u8; OVERHEAD],
     seal_log: Every,
 }
 
@@ -236,8 +318,7 @@ impl Keys {
             loaded.push((path, k));
             by_decl.push(Some(k));
         }
-        let scratch = if keyed.len() > 1 { vec![0u8; PACKET_BUF] } else { Vec::new() }.into_boxed_slice();
-        Ok(Keys { keyed, by_decl, scratch, heartbeat: [0u8; OVERHEAD], seal_log: Every::new(Duration::from_secs(10)) })
+        Ok(Keys { keyed, by_decl, seal_log: Every::new(Duration::from_secs(10)) })
     }
 
     /// The key of a declaration, if it has one.
@@ -250,75 +331,52 @@ impl Keys {
         self.keyed.get(k).map_or_else(String::new, |k| format!("key {}", k.fingerprint))
     }
 
-    /// Sends the frame at `buf[frame]` to every target: the plaintext ones
-    /// first, then one seal per key, each datagram sent to every target of
-    /// its key. `buf` must have [`HEADER_LEN`] bytes before the frame and
-    /// [`TAG_LEN`] after it; the frame is destroyed (encrypted) on the way.
+    /// Sends `frame` to every target: as it is to the plaintext ones (the
+    /// local end, unkeyed remotes), then sealed once per key, the same
+    /// datagram to every target of that key. The seal happens in the
+    /// transmit queue, where the frame is copied once per key.
     /// Counts a drop reason in `failed` for each target it did not reach.
     fn send_frame(
         &mut self,
         io: &mut Io,
         targets: &[Target],
-        buf: &mut [u8],
-        frame: Range<usize>,
+        frame: &[u8],
+        kind: Kind,
         now: Now,
         failed: &mut [u64; DropReason::COUNT],
     ) {
-        let Keys { keyed, by_decl, scratch, seal_log, .. } = self;
-        let mut last = None;
-        for t in targets {
-            match key_of(by_decl, t) {
-                None => {
-                    if let Some(r) = io.deliver(t, &buf[frame.clone()]) {
-                        failed[r as usize] += 1;
-                    }
-                }
-                Some(k) => last = last.max(Some(k)),
-            }
-        }
-        let Some(last) = last else { return };
-        for (k, key) in keyed.iter_mut().enumerate().take(last + 1) {
+        let Keys { keyed, by_decl, seal_log } = self;
+        // Plain heartbeats are the short datagram, not an empty frame.
+        let plain_bytes = if kind == Kind::Heartbeat { HEARTBEAT } else { frame };
+        io.deliver(targets.iter().filter(|t| key_of(by_decl, t).is_none()), plain_bytes, failed);
+        for (k, key) in keyed.iter_mut().enumerate() {
             let mine = |t: &&Target| key_of(by_decl, t) == Some(k);
             if !targets.iter().any(|t| mine(&t)) {
                 continue;
             }
-            // The last key seals the frame where it is; the others seal a copy.
-            let (space, at) = if k == last {
-                (&mut *buf, frame.start)
-            } else {
-                scratch[HEADER_LEN..HEADER_LEN + frame.len()].copy_from_slice(&buf[frame.clone()]);
-                (&mut **scratch, HEADER_LEN)
-            };
-            match key.transport.seal_in_place(space, at, frame.len(), Kind::Data, now.unix) {
-                Ok(datagram) => {
-                    for t in targets.iter().filter(mine) {
-                        if let Some(r) = io.deliver(t, &space[datagram.clone()]) {
-                            failed[r as usize] += 1;
-                        }
-                    }
-                }
+            io.room_for(HEADROOM + frame.len() + TAILROOM);
+            let start = io.txq.push_frame(frame);
+            let entry = io.txq.entry_mut(start, frame.len());
+            let datagram = match key.transport.seal_in_place(entry, HEADROOM, frame.len(), kind, now.unix) {
+                Ok(d) => d,
                 Err(e) => {
                     failed[DropReason::SendFailed as usize] += targets.iter().filter(mine).count() as u64;
                     if let Some(more) = seal_log.allow(now.mono) {
                         warn!("cannot seal a datagram with key {}: {e} ({more} more not logged)", key.fingerprint);
                     }
+                    continue;
                 }
-            }
-        }
-    }
-
-    /// Sends a heartbeat to a target: an authenticated empty payload on a
-    /// keyed channel, [`HEARTBEAT`] on a plain one.
-    fn send_heartbeat(&mut self, io: &mut Io, t: &Target, now: Now) -> Option<DropReason> {
-        let Some(k) = key_of(&self.by_decl, t) else { return io.deliver(t, HEARTBEAT) };
-        let key = &mut self.keyed[k];
-        match key.transport.seal_in_place(&mut self.heartbeat, HEADER_LEN, 0, Kind::Heartbeat, now.unix) {
-            Ok(datagram) => io.deliver(t, &self.heartbeat[datagram]),
-            Err(e) => {
-                if let Some(more) = self.seal_log.allow(now.mono) {
-                    warn!("cannot seal a heartbeat with key {}: {e} ({more} more not logged)", key.fingerprint);
+            };
+            let mut range = start + datagram.start..start + datagram.end;
+            for t in targets.iter().filter(mine) {
+                match t.dest {
+                    Dest::Remote(addr) => range = io.queue_dest(range, addr),
+                    _ => {
+                        if let Some(r) = io.chans.send_direct(t, io.txq.bytes(range.clone())) {
+                            failed[r as usize] += 1;
+                        }
+                    }
                 }
-                Some(DropReason::SendFailed)
             }
         }
     }
@@ -346,7 +404,7 @@ impl Now {
 
 /// What a received datagram turned out to be.
 enum Admit {
-    /// A frame, at this range of the packet buffer.
+    /// A frame, at this range of the buffer.
     Frame(Range<usize>),
     /// A heartbeat: a short plain datagram, or an authenticated empty one.
     Heartbeat,
@@ -354,9 +412,22 @@ enum Admit {
     Dropped,
 }
 
-/// The running daemon.
+/// The running daemon: the event loop's state, the receive buffers, and the
+/// [`Core`] that decides and sends.
 pub struct Daemon {
     poll: Poll,
+    core: Core,
+    /// Receive slots for batched UDP reads (`-B` of them).
+    pool: RxPool,
+    /// The buffer the local end and the multicast group are read into, at
+    /// [`RX`].
+    buf: Box<[u8]>,
+    local_ready: bool,
+}
+
+/// Everything a packet meets after it was read: the switch, the keys, the
+/// channels to send on.
+struct Core {
     switch: Switch,
     decls: Declarations,
     io: Io,
@@ -364,10 +435,6 @@ pub struct Daemon {
     local_port: Option<PortId>,
     mcast_port: Option<PortId>,
     mcast_decl: DeclId,
-    local_ready: bool,
-    /// The packet buffer: channels receive at [`RX`], so that there is room
-    /// to seal any frame in place.
-    buf: Box<[u8]>,
     /// The targets of the frame being sent, copied out of the switch's
     /// decision; its capacity grows with the number of ports, never per frame.
     targets: Vec<Target>,
@@ -456,40 +523,50 @@ impl Daemon {
                 None => info!("downlink mask {spec}{}", keyed(id)),
             }
         }
+        let batch = usize::from(cfg.buffers.unwrap_or(DEFAULT_BATCH));
+        debug!("receive batch and buffer pool: {batch} slots");
         Ok(Daemon {
             poll,
-            switch,
-            decls,
-            io: Io { local, udp, mcast, fatal: None },
-            keys,
-            local_port,
-            mcast_port,
-            mcast_decl,
-            local_ready: false,
+            core: Core {
+                switch,
+                decls,
+                io: Io {
+                    chans: Chans { local, udp, mcast, fatal: None },
+                    txq: TxQueue::new((batch * 4096).max(256 << 10), (batch * 4).max(64)),
+                    unsent: 0,
+                },
+                keys,
+                local_port,
+                mcast_port,
+                mcast_decl,
+                targets: Vec::with_capacity(64),
+                unknown_log: PerKey::new(Duration::from_secs(60), 1024),
+                auth_log: Every::new(Duration::from_secs(10)),
+                drop_log: Every::new(Duration::from_secs(10)),
+            },
+            pool: RxPool::new(batch),
             buf: vec![0u8; PACKET_BUF].into_boxed_slice(),
-            targets: Vec::with_capacity(64),
-            unknown_log: PerKey::new(Duration::from_secs(60), 1024),
-            auth_log: Every::new(Duration::from_secs(10)),
-            drop_log: Every::new(Duration::from_secs(10)),
+            local_ready: false,
         })
     }
 
     /// The bound UDP address, if any.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
-        self.io.udp.as_ref().and_then(|u| u.local_addr().ok())
+        self.core.io.chans.udp.as_ref().and_then(|u| u.local_addr().ok())
     }
 
     /// The switch, for inspection.
     pub fn switch(&self) -> &Switch {
-        &self.switch
+        &self.core.switch
     }
 
-    /// Runs until the local end closes or a channel fails.
+    /// Runs until the local end closes, a signal ends it, or a channel fails.
     pub fn run(&mut self) -> Result<Exit, StartError> {
         let mut events = Events::with_capacity(64);
-        let mut ready_local = self.io.local.is_some();
-        let mut ready_udp = self.io.udp.is_some();
-        let mut ready_mcast = self.io.mcast.is_some();
+        let chans = &self.core.io.chans;
+        let mut ready_local = chans.local.is_some();
+        let mut ready_udp = chans.udp.is_some();
+        let mut ready_mcast = chans.mcast.is_some();
         let mut next_tick = Instant::now();
         loop {
             if crate::sys::termination_requested() {
@@ -497,13 +574,14 @@ impl Daemon {
                 return Ok(Exit::Terminated);
             }
             let now = Now::read();
-            self.log_events();
+            self.core.log_events();
             if now.mono >= next_tick {
-                self.tick(now);
+                self.core.tick(now);
                 // Timers are looked at when the switch says one is due, and at
                 // least every TICK_MAX, so a deadline that appears between
                 // ticks (a new downlink's staleness) is never late by more.
-                next_tick = self.switch.poll_timeout().map_or(now.mono + TICK_MAX, |t| t.min(now.mono + TICK_MAX));
+                let max = now.mono + TICK_MAX;
+                next_tick = self.core.switch.poll_timeout().map_or(max, |t| t.min(max));
             }
             let timeout = if ready_local || ready_udp || ready_mcast {
                 Some(Duration::ZERO)
@@ -524,9 +602,9 @@ impl Daemon {
                             ready_local = true;
                         }
                         if ev.is_writable() || ev.is_write_closed() {
-                            if let Some(c) = self.io.local.as_mut() {
+                            if let Some(c) = self.core.io.chans.local.as_mut() {
                                 if let Err(e) = c.flush() {
-                                    return self.local_failed(e);
+                                    return self.core.local_failed(e);
                                 }
                             }
                         }
@@ -549,18 +627,124 @@ impl Daemon {
                     None => ready_local = self.local_ready,
                 }
             }
-            if let Some((name, e)) = self.io.fatal.take() {
-                if self.io.local.as_ref().is_some_and(|l| l.name() == name) {
-                    return self.local_failed(e);
+            if let Some((name, e)) = self.core.io.chans.fatal.take() {
+                if self.core.io.chans.local.as_ref().is_some_and(|l| l.name() == name) {
+                    return self.core.local_failed(e);
                 }
                 return Err(StartError::Poll(io::Error::new(e.kind(), format!("{name}: {e}"))));
             }
         }
     }
 
+    /// Reads one batch from the UDP socket (one `recvmmsg`), switches it,
+    /// and sends what it caused. True if the socket may have more.
+    fn serve_udp(&mut self, now: Now) -> Result<bool, StartError> {
+        let Some(udp) = self.core.io.chans.udp.as_ref() else { return Ok(false) };
+        let n = self
+            .pool
+            .recv_from(udp.socket())
+            .map_err(|e| StartError::Poll(io::Error::new(e.kind(), format!("udp receive: {e}"))))?;
+        for i in 0..n {
+            let (len, from) = self.pool.meta(i);
+            let Some(from) = from.map(canonical) else { continue };
+            if len > MAX_PAYLOAD {
+                self.core.switch.count_drop(DropReason::TooLarge);
+                continue;
+            }
+            let core = &mut self.core;
+            let Some(decl) = core.declaration_of(from, now) else { continue };
+            let slot = self.pool.slot_mut(i);
+            let admitted = core.admit(now, from, decl, slot, HEADROOM..HEADROOM + len);
+            if matches!(admitted, Admit::Dropped) {
+                continue;
+            }
+            // Only now, authentic if keyed: the remote is created or refreshed.
+            let Ok(port) = core.switch.remote_rx(now.mono, from, decl) else { continue };
+            match admitted {
+                Admit::Frame(frame) => core.forward(now, port, &slot[frame]),
+                Admit::Heartbeat => trace!("heartbeat from {from}"),
+                Admit::Dropped => {}
+            }
+        }
+        self.core.flush(now);
+        Ok(n == self.pool.slots())
+    }
+
+    /// Reads up to the budget from the multicast group. True if it may have
+    /// more. Everything heard on the group is from the one multicast remote.
+    fn serve_mcast(&mut self, now: Now) -> Result<bool, StartError> {
+        let mut more = true;
+        for _ in 0..READ_BUDGET {
+            let core = &mut self.core;
+            let (Some(mcast), Some(port)) = (core.io.chans.mcast.as_mut(), core.mcast_port) else { return Ok(false) };
+            let (len, from) = match mcast.recv(&mut self.buf[RX]) {
+                Ok(Rx::Packet { len, from: Some(from) }) => (len, from),
+                Ok(Rx::Packet { from: None, .. }) => continue,
+                Ok(Rx::Idle) | Ok(Rx::Closed) => {
+                    more = false;
+                    break;
+                }
+                Err(e) => {
+                    return Err(StartError::Poll(io::Error::new(e.kind(), format!("multicast receive: {e}"))));
+                }
+            };
+            if mcast.is_own(from) {
+                core.switch.count_drop(DropReason::OwnMulticast);
+                continue;
+            }
+            let keyed = core.keys.of_decl(core.mcast_decl).is_some();
+            match core.admit(now, from, core.mcast_decl, &mut self.buf, RX.start..RX.start + len) {
+                Admit::Dropped => {}
+                Admit::Heartbeat if keyed => core.switch.port_rx(now.mono, port),
+                // Not a frame, and the plain group has no heartbeats.
+                Admit::Heartbeat => {
+                    core.switch.count_drop(DropReason::Runt);
+                    trace!("dropped a {len}-byte datagram from {from} on the multicast group");
+                }
+                Admit::Frame(frame) => {
+                    core.switch.port_rx(now.mono, port);
+                    core.forward(now, port, &self.buf[frame]);
+                }
+            }
+        }
+        self.core.flush(now);
+        Ok(more)
+    }
+
+    /// Reads up to the budget from the local end. `Some` when it closed.
+    fn serve_local(&mut self, now: Now) -> Result<Option<Exit>, StartError> {
+        self.local_ready = true;
+        for _ in 0..READ_BUDGET {
+            let core = &mut self.core;
+            let (Some(local), Some(port)) = (core.io.chans.local.as_mut(), core.local_port) else { break };
+            match local.recv(&mut self.buf[RX]) {
+                Ok(Rx::Packet { len, .. }) => core.forward(now, port, &self.buf[RX.start..RX.start + len]),
+                Ok(Rx::Idle) => {
+                    self.local_ready = false;
+                    break;
+                }
+                Ok(Rx::Closed) => {
+                    self.core.flush(now);
+                    info!("local end closed; exiting");
+                    return Ok(Some(Exit::LocalClosed));
+                }
+                Err(e) => return Err(core.local_error(e)),
+            }
+        }
+        self.core.flush(now);
+        Ok(None)
+    }
+
+    /// Logs the statistics and flushes queued output, at exit.
+    pub fn finish(&mut self) {
+        self.core.finish();
+    }
+}
+
+impl Core {
     /// The error for a failure of the local end, naming it.
     fn local_error(&self, e: io::Error) -> StartError {
-        match self.io.local.as_ref().map(|l| l.name()) {
+        match self.io.chans.local.as_ref().map(|l| l.name()) {
             Some(name) if name != "stdio" => StartError::Local { name: name.to_owned(), source: e },
             _ => StartError::Stdio(e),
         }
@@ -589,11 +773,23 @@ impl Daemon {
     /// Timers: heartbeats and stale downlinks.
     fn tick(&mut self, now: Now) {
         self.switch.handle_timeout(now.mono);
+        let mut failed = [0u64; DropReason::COUNT];
         while let Some(t) = self.switch.poll_heartbeat(now.mono) {
             trace!("heartbeat to {}", t.dest);
-            if let Some(r) = self.keys.send_heartbeat(&mut self.io, &t, now) {
-                self.switch.count_drop(r);
-            }
+            self.keys.send_frame(&mut self.io, std::slice::from_ref(&t), &[], Kind::Heartbeat, now, &mut failed);
+        }
+        self.count_failed(now, 0, &failed);
+        self.flush(now);
+    }
+
+    /// Sends the queued UDP datagrams and counts those that did not go.
+    fn flush(&mut self, now: Now) {
+        self.io.flush_udp();
+        let unsent = std::mem::take(&mut self.io.unsent);
+        if unsent > 0 {
+            let mut failed = [0u64; DropReason::COUNT];
+            failed[DropReason::SendFailed as usize] = unsent;
+            self.count_failed(now, 0, &failed);
         }
     }
 
@@ -613,16 +809,16 @@ impl Daemon {
         None
     }
 
-    /// Decides what the datagram at `buf[HEADER_LEN..HEADER_LEN + len]`
-    /// from `from` under declaration `decl` is. On a keyed channel it is
-    /// opened in place; whatever fails is counted and changes nothing.
-    fn admit(&mut self, now: Now, from: SocketAddr, decl: DeclId, len: usize) -> Admit {
-        let datagram = HEADER_LEN..HEADER_LEN + len;
+    /// Decides what the datagram at `buf[datagram]` from `from` under
+    /// declaration `decl` is. On a keyed channel it is opened in place;
+    /// whatever fails is counted and changes nothing.
+    fn admit(&mut self, now: Now, from: SocketAddr, decl: DeclId, buf: &mut [u8], datagram: Range<usize>) -> Admit {
+        let len = datagram.len();
         let Some(k) = self.keys.of_decl(decl) else {
             return if len <= HEARTBEAT_MAX { Admit::Heartbeat } else { Admit::Frame(datagram) };
         };
         let key = &mut self.keys.keyed[k];
-        let opened = match key.transport.open_in_place(&mut self.buf[datagram.clone()], now.unix) {
+        let opened = match key.transport.open_in_place(&mut buf[datagram.clone()], now.unix) {
             Ok(o) => o,
             Err(e) => {
                 self.switch.count_drop(open_drop_reason(e));
@@ -650,101 +846,25 @@ impl Daemon {
         }
     }
 
-    /// Reads up to the budget from the UDP socket. True if it may have more.
-    fn serve_udp(&mut self, now: Now) -> Result<bool, StartError> {
-        for _ in 0..READ_BUDGET {
-            let Some(udp) = self.io.udp.as_mut() else { return Ok(false) };
-            let (len, from) = match udp.recv(&mut self.buf[RX]) {
-                Ok(Rx::Packet { len, from: Some(from) }) => (len, from),
-                Ok(Rx::Packet { from: None, .. }) => continue,
-                Ok(Rx::Idle) | Ok(Rx::Closed) => return Ok(false),
-                Err(e) => return Err(StartError::Poll(io::Error::new(e.kind(), format!("udp receive: {e}")))),
-            };
-            let Some(decl) = self.declaration_of(from, now) else { continue };
-            let admitted = self.admit(now, from, decl, len);
-            if matches!(admitted, Admit::Dropped) {
-                continue;
-            }
-            // Only now, authentic if keyed: the remote is created or refreshed.
-            let Ok(port) = self.switch.remote_rx(now.mono, from, decl) else { continue };
-            match admitted {
-                Admit::Frame(frame) => self.forward(now, port, frame),
-                Admit::Heartbeat => trace!("heartbeat from {from}"),
-                Admit::Dropped => {}
-            }
-        }
-        Ok(true)
-    }
-
-    /// Reads up to the budget from the multicast group. True if it may have
-    /// more. Everything heard on the group is from the one multicast remote.
-    fn serve_mcast(&mut self, now: Now) -> Result<bool, StartError> {
-        for _ in 0..READ_BUDGET {
-            let (Some(mcast), Some(port)) = (self.io.mcast.as_mut(), self.mcast_port) else { return Ok(false) };
-            let (len, from) = match mcast.recv(&mut self.buf[RX]) {
-                Ok(Rx::Packet { len, from: Some(from) }) => (len, from),
-                Ok(Rx::Packet { from: None, .. }) => continue,
-                Ok(Rx::Idle) | Ok(Rx::Closed) => return Ok(false),
-                Err(e) => {
-                    return Err(StartError::Poll(io::Error::new(e.kind(), format!("multicast receive: {e}"))));
-                }
-            };
-            if mcast.is_own(from) {
-                self.switch.count_drop(DropReason::OwnMulticast);
-                continue;
-            }
-            let keyed = self.keys.of_decl(self.mcast_decl).is_some();
-            match self.admit(now, from, self.mcast_decl, len) {
-                Admit::Dropped => {}
-                Admit::Heartbeat if keyed => self.switch.port_rx(now.mono, port),
-                // Not a frame, and the plain group has no heartbeats.
-                Admit::Heartbeat => {
-                    self.switch.count_drop(DropReason::Runt);
-                    trace!("dropped a {len}-byte datagram from {from} on the multicast group");
-                }
-                Admit::Frame(frame) => {
-                    self.switch.port_rx(now.mono, port);
-                    self.forward(now, port, frame);
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    /// Reads up to the budget from the local end. `Some` when it closed.
-    fn serve_local(&mut self, now: Now) -> Result<Option<Exit>, StartError> {
-        self.local_ready = false;
-        for _ in 0..READ_BUDGET {
-            let (Some(local), Some(port)) = (self.io.local.as_mut(), self.local_port) else { return Ok(None) };
-            match local.recv(&mut self.buf[RX]) {
-                Ok(Rx::Packet { len, .. }) => self.forward(now, port, HEADER_LEN..HEADER_LEN + len),
-                Ok(Rx::Idle) => return Ok(None),
-                Ok(Rx::Closed) => {
-                    info!("local end closed; exiting");
-                    return Ok(Some(Exit::LocalClosed));
-                }
-                Err(e) => return Err(self.local_error(e)),
-            }
-        }
-        self.local_ready = true;
-        Ok(None)
-    }
-
-    /// Switches the frame at `buf[frame]` that came in on `ingress`, and
-    /// sends it where the switch says.
-    fn forward(&mut self, now: Now, ingress: PortId, frame: Range<usize>) {
-        let len = frame.len();
+    /// Switches `frame`, which came in on `ingress`, and sends it (or queues
+    /// it) where the switch says.
+    fn forward(&mut self, now: Now, ingress: PortId, frame: &[u8]) {
         self.targets.clear();
-        match self.switch.handle_frame(now.mono, ingress, &self.buf[frame.clone()]) {
+        match self.switch.handle_frame(now.mono, ingress, frame) {
             Forward::Drop(r) => {
-                trace!("drop {} from port {}: {}", len, ingress.0, r.name());
+                trace!("drop {} from port {}: {}", frame.len(), ingress.0, r.name());
                 return;
             }
             Forward::Unicast(t) => self.targets.push(t),
             Forward::Flood(targets) => self.targets.extend_from_slice(targets),
         }
         let mut failed = [0u64; DropReason::COUNT];
-        self.keys.send_frame(&mut self.io, &self.targets, &mut self.buf, frame, now, &mut failed);
+        self.keys.send_frame(&mut self.io, &self.targets, frame, Kind::Data, now, &mut failed);
+        self.count_failed(now, frame.len(), &failed);
+    }
+
+    /// Counts sends that did not happen, and logs them rate-limited.
+    fn count_failed(&mut self, now: Now, len: usize, failed: &[u64; DropReason::COUNT]) {
         for r in DropReason::ALL {
             let n = failed[r as usize];
             if n == 0 {
@@ -759,8 +879,9 @@ impl Daemon {
         }
     }
 
-    /// Flushes queued local output at exit.
-    pub fn finish(&mut self) {
+    /// Logs the statistics and flushes queued output.
+    fn finish(&mut self) {
+        self.flush(Now::read());
         self.log_events();
         let s = self.switch.stats();
         let drops: Vec<String> = DropReason::ALL
@@ -776,7 +897,7 @@ impl Daemon {
             self.switch.mac_count(),
             if drops.is_empty() { "none".to_owned() } else { drops.join(", ") }
         );
-        if let Some(local) = self.io.local.as_mut() {
+        if let Some(local) = self.io.chans.local.as_mut() {
             let deadline = Instant::now() + Duration::from_secs(2);
             while local.has_backlog() && Instant::now() < deadline {
                 if local.flush().is_err() {
@@ -804,7 +925,7 @@ fn hint_if_stdin_is_a_pipe() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Header, Opener, Transport};
+    use crate::crypto::{Header, Opener, Transport, OVERHEAD};
     use allocation_counter::measure;
     use std::net::UdpSocket;
     use std::os::unix::fs::PermissionsExt;
@@ -838,7 +959,7 @@ mod tests {
     /// both remotes of the first key, the frame to the plain one, and no
     /// allocation once warmed up.
     #[test]
-    fn a_flood_seals_once_per_key_in_place_and_allocates_nothing() {
+    fn a_flood_seals_once_per_key_and_allocates_nothing() {
         let files = KeyFiles::new("flood");
         let (k1, k1b, k2) = (files.key("k1", 1), files.key("k1b", 1), files.key("k2", 2));
         let now = Now::read();
@@ -859,23 +980,26 @@ mod tests {
             })
             .collect();
         let udp = UdpChannel::bind(0, true).unwrap();
-        let mut io = Io { local: None, udp: Some(udp), mcast: None, fatal: None };
-        let mut buf = vec![0u8; PACKET_BUF].into_boxed_slice();
-        let frame: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
-        let range = HEADER_LEN..HEADER_LEN + frame.len();
-        let mut failed = [0u64; DropReason::COUNT];
-        let send = |keys: &mut Keys, io: &mut Io, buf: &mut [u8], failed: &mut [u64; DropReason::COUNT]| {
-            buf[range.clone()].copy_from_slice(&frame);
-            keys.send_frame(io, &targets, buf, range.clone(), now, failed);
+        let mut io = Io {
+            chans: Chans { local: None, udp: Some(udp), mcast: None, fatal: None },
+            txq: TxQueue::new(256 << 10, 64),
+            unsent: 0,
         };
-        send(&mut keys, &mut io, &mut buf, &mut failed);
+        let frame: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+        let mut failed = [0u64; DropReason::COUNT];
+        let send = |keys: &mut Keys, io: &mut Io, failed: &mut [u64; DropReason::COUNT]| {
+            keys.send_frame(io, &targets, &frame, Kind::Data, now, failed);
+            io.flush_udp();
+        };
+        send(&mut keys, &mut io, &mut failed);
         let info = measure(|| {
             for _ in 0..50 {
-                send(&mut keys, &mut io, &mut buf, &mut failed);
+                send(&mut keys, &mut io, &mut failed);
             }
         });
         assert_eq!(info.count_total, 0, "the keyed send path allocated: {info:?}");
         assert_eq!(failed, [0; DropReason::COUNT]);
+        assert_eq!(io.unsent, 0);
 
         let recv = |i: usize| {
             let mut d = vec![0u8; 2048];

@@ -135,21 +135,41 @@ impl TxQueue {
         start
     }
 
+    /// Bytes of the arena, as queued.
+    pub fn bytes(&self, range: Range<usize>) -> &[u8] {
+        &self.arena[range]
+    }
+
     /// The entry that starts at `start`, `HEADROOM + len + TAILROOM` bytes.
     pub fn entry_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
         &mut self.arena[start..start + HEADROOM + len + TAILROOM]
     }
 
-    /// Queues `range` (absolute in the arena) for `to`.
-    pub fn push_dest(&mut self, range: Range<usize>, to: SocketAddr) {
-        debug_assert!(self.msgs.len() < self.max_msgs);
-        self.msgs.push((range, to));
+    /// Copies `bytes` into the arena as they are; returns where they are.
+    /// The caller checks [`TxQueue::has_room`] first.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.used;
+        self.arena[start..start + bytes.len()].copy_from_slice(bytes);
+        self.used += bytes.len();
+        start..self.used
     }
 
-    /// Sends everything queued on `sock` and empties the queue. Returns how
-    /// many datagrams went and how many did not.
+    /// Queues `range` (absolute in the arena) for `to`. False, queueing
+    /// nothing, when the batch is full: flush and try again.
+    pub fn push_dest(&mut self, range: Range<usize>, to: SocketAddr) -> bool {
+        if self.msgs.len() >= self.max_msgs {
+            return false;
+        }
+        self.msgs.push((range, to));
+        true
+    }
+
+    /// Sends everything queued on `sock` (each destination passed through
+    /// `map` first) and empties the queue. Returns how many datagrams went
+    /// and how many did not.
     pub fn flush(&mut self, sock: &impl AsRawFd, map: impl Fn(SocketAddr) -> SocketAddr) -> io::Result<(usize, usize)> {
         if self.msgs.is_empty() {
+            self.used = 0;
             return Ok((0, 0));
         }
         for m in self.msgs.iter_mut() {
@@ -159,6 +179,22 @@ impl TxQueue {
         self.msgs.clear();
         self.used = 0;
         r
+    }
+
+    /// Like [`TxQueue::flush`], but keeps the bytes at `keep` (moved to the
+    /// start of the arena) for more destinations; returns their new range.
+    /// For a datagram with more destinations than one batch holds.
+    pub fn flush_keeping(
+        &mut self,
+        sock: &impl AsRawFd,
+        map: impl Fn(SocketAddr) -> SocketAddr,
+        keep: Range<usize>,
+    ) -> (io::Result<(usize, usize)>, Range<usize>) {
+        let r = self.flush(sock, map);
+        let len = keep.len();
+        self.arena.copy_within(keep, 0);
+        self.used = len;
+        (r, 0..len)
     }
 }
 
@@ -177,7 +213,7 @@ mod tests {
         for f in &frames {
             assert!(q.has_room(HEADROOM + f.len() + TAILROOM, 1));
             let start = q.push_frame(f);
-            q.push_dest(start + HEADROOM..start + HEADROOM + f.len(), to);
+            assert!(q.push_dest(start + HEADROOM..start + HEADROOM + f.len(), to));
         }
         assert_eq!(q.flush(&tx, |a| a).unwrap(), (6, 0));
         assert!(q.is_empty());
@@ -196,6 +232,32 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn flush_keeping_keeps_one_datagram_for_more_destinations() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut q = TxQueue::new(SLOT, 2);
+        let first = q.push_bytes(b"first datagram");
+        assert!(q.push_dest(first, to));
+        let keep = q.push_bytes(b"kept for many");
+        assert!(q.push_dest(keep.clone(), to));
+        assert!(!q.push_dest(keep.clone(), to), "the batch holds two");
+        let (r, kept) = q.flush_keeping(&tx, |a| a, keep);
+        assert_eq!(r.unwrap(), (2, 0));
+        assert!(q.push_dest(kept, to));
+        assert_eq!(q.flush(&tx, |a| a).unwrap(), (1, 0));
+        let mut buf = [0u8; 64];
+        let got: Vec<Vec<u8>> = (0..3)
+            .map(|_| {
+                let n = rx.recv(&mut buf).unwrap();
+                buf[..n].to_vec()
+            })
+            .collect();
+        assert_eq!(got, [b"first datagram".to_vec(), b"kept for many".to_vec(), b"kept for many".to_vec()]);
     }
 
     #[test]

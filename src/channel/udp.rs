@@ -56,7 +56,14 @@ impl UdpChannel {
         self.sock.local_addr()
     }
 
-    fn wire_addr(&self, to: SocketAddr) -> SocketAddr {
+    /// The socket, for batched I/O.
+    pub fn socket(&self) -> &mio::net::UdpSocket {
+        &self.sock
+    }
+
+    /// `to` as this socket sends to it: IPv4 peers as mapped addresses on a
+    /// dual-stack socket.
+    pub fn wire_addr(&self, to: SocketAddr) -> SocketAddr {
         match (self.dual_stack, to.ip()) {
             (true, IpAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), to.port()),
             _ => to,
