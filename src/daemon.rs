@@ -645,29 +645,46 @@ impl Daemon {
             .recv_from(udp.socket())
             .map_err(|e| StartError::Poll(io::Error::new(e.kind(), format!("udp receive: {e}"))))?;
         for i in 0..n {
-            let (len, from) = self.pool.meta(i);
-            let Some(from) = from.map(canonical) else { continue };
-            if len > MAX_PAYLOAD {
+            let m = self.pool.meta(i);
+            let Some(from) = m.from.map(canonical) else { continue };
+            if m.len > MAX_PAYLOAD {
                 self.core.switch.count_drop(DropReason::TooLarge);
                 continue;
             }
-            let core = &mut self.core;
-            let Some(decl) = core.declaration_of(from, now) else { continue };
-            let slot = self.pool.slot_mut(i);
-            let admitted = core.admit(now, from, decl, slot, HEADROOM..HEADROOM + len);
-            if matches!(admitted, Admit::Dropped) {
-                continue;
-            }
-            // Only now, authentic if keyed: the remote is created or refreshed.
-            let Ok(port) = core.switch.remote_rx(now.mono, from, decl) else { continue };
-            match admitted {
-                Admit::Frame(frame) => core.forward(now, port, &slot[frame]),
-                Admit::Heartbeat => trace!("heartbeat from {from}"),
-                Admit::Dropped => {}
+            // A slot holds one datagram, or with UDP_GRO a run of them from
+            // one peer, each `segment` bytes but the last.
+            let segment = if m.segment == 0 { m.len } else { m.segment };
+            let mut at = 0;
+            loop {
+                let end = (at + segment).min(m.len);
+                self.serve_datagram(now, from, i, HEADROOM + at..HEADROOM + end);
+                at = end;
+                if at >= m.len {
+                    break;
+                }
             }
         }
         self.core.flush(now);
         Ok(n == self.pool.slots())
+    }
+
+    /// Admits one UDP datagram, at `range` of receive slot `slot`, and
+    /// switches it.
+    fn serve_datagram(&mut self, now: Now, from: SocketAddr, slot: usize, range: Range<usize>) {
+        let core = &mut self.core;
+        let Some(decl) = core.declaration_of(from, now) else { return };
+        let buf = self.pool.slot_mut(slot);
+        let admitted = core.admit(now, from, decl, buf, range);
+        if matches!(admitted, Admit::Dropped) {
+            return;
+        }
+        // Only now, authentic if keyed: the remote is created or refreshed.
+        let Ok(port) = core.switch.remote_rx(now.mono, from, decl) else { return };
+        match admitted {
+            Admit::Frame(frame) => core.forward(now, port, &buf[frame]),
+            Admit::Heartbeat => trace!("heartbeat from {from}"),
+            Admit::Dropped => {}
+        }
     }
 
     /// Reads up to the budget from the multicast group. True if it may have

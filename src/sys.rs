@@ -100,7 +100,21 @@ pub struct Mmsg {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
+    /// One control message per header, for `UDP_SEGMENT` (8-byte aligned).
+    cmsgs: Vec<[u64; 4]>,
+    /// Datagrams in each header of the call under way.
+    counts: Vec<usize>,
+    /// Whether equal-sized datagrams to one peer go out as one segmented
+    /// send (`UDP_SEGMENT`); switched off for good if the kernel refuses.
+    gso: bool,
 }
+
+/// `UDP_SEGMENT` (linux/udp.h): the datagram size for a segmented send.
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most datagrams in one segmented send (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most bytes in one segmented send.
+const GSO_MAX_BYTES: usize = 65000;
 
 // SAFETY: the raw pointers inside are only ever set from, and used during,
 // a call that borrows the buffers they point to; between calls they dangle
@@ -124,6 +138,9 @@ impl Mmsg {
             hdrs: vec![zero_hdr; n],
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; n],
             addrs: vec![zero_addr; n],
+            cmsgs: vec![[0u64; 4]; n],
+            counts: vec![0; n],
+            gso: true,
         }
     }
 
@@ -143,7 +160,7 @@ impl Mmsg {
         store: &mut [u8],
         slot: usize,
         offset: usize,
-        meta: &mut [(usize, Option<std::net::SocketAddr>)],
+        meta: &mut [RecvMeta],
     ) -> io::Result<usize> {
         assert!(offset < slot, "receive offset inside the slot");
         let n = (store.len() / slot).min(self.hdrs.len()).min(meta.len());
@@ -155,8 +172,8 @@ impl Mmsg {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = std::mem::size_of::<[u64; 4]>();
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
@@ -180,15 +197,28 @@ impl Mmsg {
             let h = &self.hdrs[i];
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let len = if truncated { usize::MAX } else { h.msg_len as usize };
-            meta[i] = (len, sockaddr_to_std(&self.addrs[i], h.msg_hdr.msg_namelen));
+            meta[i] = RecvMeta {
+                len,
+                from: sockaddr_to_std(&self.addrs[i], h.msg_hdr.msg_namelen),
+                segment: gro_segment(&h.msg_hdr),
+            };
         }
         Ok(got)
     }
 
+    /// Turns segmented sends (`UDP_SEGMENT`) on or off.
+    pub fn set_gso(&mut self, on: bool) {
+        self.gso = on;
+    }
+
     /// Sends `msgs` (a range of `arena`, destination) without blocking, as
-    /// many per system call as fit. Returns how many were sent and how many
-    /// were not: a datagram the kernel refuses is skipped, and when the
-    /// socket buffer is full the rest are not sent.
+    /// many per system call as fit. Runs of datagrams to one peer whose
+    /// sizes are equal (the last may be shorter) go out as one segmented
+    /// send when the kernel allows it: one pass through the stack for up to
+    /// [`GSO_MAX_SEGMENTS`] datagrams, the same datagrams on the wire.
+    /// Returns how many were sent and how many were not: a datagram the
+    /// kernel refuses is skipped, and when the socket buffer is full the rest
+    /// are not sent.
     pub fn send(
         &mut self,
         fd: &impl AsRawFd,
@@ -199,45 +229,158 @@ impl Mmsg {
         let mut failed = 0;
         let mut at = 0;
         while at < msgs.len() {
-            let n = (msgs.len() - at).min(self.hdrs.len());
-            for i in 0..n {
-                let (range, to) = &msgs[at + i];
-                let payload = &arena[range.clone()];
-                let len = std_to_sockaddr(*to, &mut self.addrs[i]);
-                self.iovs[i] = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
-                let h = &mut self.hdrs[i];
-                h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = len;
-                h.msg_hdr.msg_iov = &mut self.iovs[i];
-                h.msg_hdr.msg_iovlen = 1;
-                h.msg_hdr.msg_control = std::ptr::null_mut();
-                h.msg_hdr.msg_controllen = 0;
-                h.msg_hdr.msg_flags = 0;
-                h.msg_len = 0;
+            let first = at;
+            let (mut h, mut iov) = (0, 0);
+            while h < self.hdrs.len() && at < msgs.len() && iov < self.iovs.len() {
+                let (r0, to) = &msgs[at];
+                let size = r0.len();
+                let mut n = 1;
+                let mut total = size;
+                if self.gso && size > 0 {
+                    while at + n < msgs.len() && n < GSO_MAX_SEGMENTS && iov + n < self.iovs.len() {
+                        let (r, t) = &msgs[at + n];
+                        if t != to || r.is_empty() || r.len() > size || total + r.len() > GSO_MAX_BYTES {
+                            break;
+                        }
+                        n += 1;
+                        total += r.len();
+                        if r.len() < size {
+                            break;
+                        }
+                    }
+                }
+                for k in 0..n {
+                    let range = msgs[at + k].0.clone();
+                    let payload = &arena[range];
+                    self.iovs[iov + k] =
+                        libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+                }
+                let namelen = std_to_sockaddr(*to, &mut self.addrs[h]);
+                let hdr = &mut self.hdrs[h].msg_hdr;
+                hdr.msg_name = (&mut self.addrs[h] as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = namelen;
+                hdr.msg_iov = &mut self.iovs[iov];
+                hdr.msg_iovlen = n;
+                hdr.msg_flags = 0;
+                if n > 1 {
+                    set_segment_cmsg(hdr, &mut self.cmsgs[h], size as u16);
+                } else {
+                    hdr.msg_control = std::ptr::null_mut();
+                    hdr.msg_controllen = 0;
+                }
+                self.hdrs[h].msg_len = 0;
+                self.counts[h] = n;
+                h += 1;
+                iov += n;
+                at += n;
             }
-            // SAFETY: the first n headers point at payloads borrowed for this
-            // call (the kernel only reads them) and at filled address slots.
+            // SAFETY: the first h headers point at payloads of `arena`,
+            // borrowed for this call (the kernel only reads them), at filled
+            // address slots and at their control messages.
             let r = unsafe {
-                libc::sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), h as libc::c_uint, libc::MSG_DONTWAIT)
             };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return Ok((sent, failed + msgs.len() - at)),
+                    io::ErrorKind::Interrupted => at = first,
+                    io::ErrorKind::WouldBlock => return Ok((sent, failed + msgs.len() - first)),
+                    // A segmented send the kernel or the device cannot do:
+                    // send datagram by datagram from now on.
+                    _ if self.counts[0] > 1 && self.gso => {
+                        log::debug!("segmented UDP sends refused ({e}); sending datagram by datagram");
+                        self.gso = false;
+                        at = first;
+                    }
                     // The first datagram of this round failed (too large,
                     // unreachable): skip it and go on with the rest.
                     _ => {
-                        failed += 1;
-                        at += 1;
-                        continue;
+                        failed += self.counts[0];
+                        at = first + self.counts[0];
                     }
                 }
+                continue;
             }
-            sent += r as usize;
-            at += r as usize;
+            let done: usize = self.counts[..r as usize].iter().sum();
+            sent += done;
+            at = first + done;
         }
         Ok((sent, failed))
+    }
+}
+
+/// What one received message was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// Bytes received (`usize::MAX` if they were cut).
+    pub len: usize,
+    /// The source.
+    pub from: Option<std::net::SocketAddr>,
+    /// With `UDP_GRO`: the size of each of the coalesced datagrams the
+    /// message holds (the last may be shorter); 0 for one datagram.
+    pub segment: usize,
+}
+
+/// `UDP_GRO` (linux/udp.h): receive runs of datagrams from one peer
+/// coalesced, with their size in a control message.
+const UDP_GRO: libc::c_int = 104;
+
+/// Asks the kernel to coalesce received datagrams (`UDP_GRO`); each message
+/// then says its segment size in [`RecvMeta::segment`].
+pub fn enable_udp_gro(sock: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from a live local.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The `UDP_GRO` segment size in a received message's control data, if any.
+fn gro_segment(hdr: &libc::msghdr) -> usize {
+    if hdr.msg_control.is_null() || hdr.msg_controllen == 0 {
+        return 0;
+    }
+    // SAFETY: the kernel filled msg_control (our 32-byte buffer) with
+    // msg_controllen bytes of control messages; CMSG_FIRSTHDR/CMSG_NXTHDR
+    // walk only within that, and CMSG_DATA of a UDP_GRO message holds an int.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(size).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    0
+}
+
+/// Points `hdr` at a control message in `space` that sets the segment size.
+fn set_segment_cmsg(hdr: &mut libc::msghdr, space: &mut [u64; 4], size: u16) {
+    hdr.msg_control = space.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic on a constant.
+    hdr.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as libc::c_uint) } as usize;
+    // SAFETY: msg_control points at 32 bytes, 8-byte aligned, enough for one
+    // cmsghdr with a u16 of data (CMSG_SPACE(2) is 24); CMSG_FIRSTHDR and
+    // CMSG_DATA stay inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(hdr);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as libc::c_uint) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
     }
 }
 
@@ -308,14 +451,15 @@ mod tests {
             let mut m = Mmsg::new(3);
             assert_eq!(m.send(&tx, &arena, &msgs).unwrap(), (5, 0));
             let mut store = vec![0u8; 2048 * 8];
-            let mut meta = vec![(0usize, None); 8];
+            let mut meta = vec![RecvMeta::default(); 8];
             let mut got = Vec::new();
             for _ in 0..100 {
                 match m.recv(&rx, &mut store, 2048, 16, &mut meta) {
                     Ok(n) => {
-                        for (i, (len, from)) in meta.iter().take(n).enumerate() {
-                            assert_eq!(*from, Some(tx.local_addr().unwrap()));
-                            got.push(store[i * 2048 + 16..][..*len].to_vec());
+                        for (i, m) in meta.iter().take(n).enumerate() {
+                            assert_eq!(m.from, Some(tx.local_addr().unwrap()));
+                            assert_eq!(m.segment, 0);
+                            got.push(store[i * 2048 + 16..][..m.len].to_vec());
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -331,6 +475,45 @@ mod tests {
     }
 
     #[test]
+    fn segmented_sends_arrive_as_the_same_datagrams() {
+        for gso in [true, false] {
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            rx.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+            let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+            other.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            // 70 equal datagrams and a short one to rx (more than one
+            // segmented send holds), one to another peer in between, then
+            // three more to rx.
+            let mut payloads: Vec<(Vec<u8>, std::net::SocketAddr)> = Vec::new();
+            for i in 0..70u8 {
+                payloads.push((vec![i; 1000], rx.local_addr().unwrap()));
+            }
+            payloads.push((vec![70; 300], rx.local_addr().unwrap()));
+            payloads.push((vec![99; 1000], other.local_addr().unwrap()));
+            for i in 0..3u8 {
+                payloads.push((vec![200 + i; 1000], rx.local_addr().unwrap()));
+            }
+            let arena: Vec<u8> = payloads.iter().flat_map(|(p, _)| p.clone()).collect();
+            let mut msgs = Vec::new();
+            let mut at = 0;
+            for (p, to) in &payloads {
+                msgs.push((at..at + p.len(), *to));
+                at += p.len();
+            }
+            let mut m = Mmsg::new(128);
+            m.set_gso(gso);
+            assert_eq!(m.send(&tx, &arena, &msgs).unwrap(), (payloads.len(), 0));
+            let mut buf = [0u8; 4096];
+            for (p, to) in &payloads {
+                let sock = if *to == rx.local_addr().unwrap() { &rx } else { &other };
+                let n = sock.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &p[..], "gso {gso}");
+            }
+        }
+    }
+
+    #[test]
     fn mmsg_marks_truncated_datagrams() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -338,8 +521,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut m = Mmsg::new(2);
         let mut store = [0u8; 50];
-        let mut meta = [(0usize, None); 1];
+        let mut meta = [RecvMeta::default(); 1];
         assert_eq!(m.recv(&rx, &mut store, 50, 0, &mut meta).unwrap(), 1);
-        assert_eq!(meta[0].0, usize::MAX);
+        assert_eq!(meta[0].len, usize::MAX);
     }
 }

@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use super::MAX_PAYLOAD;
-use crate::sys::Mmsg;
+use crate::sys::{Mmsg, RecvMeta};
 
 /// Bytes before each payload: room for the transport header.
 pub const HEADROOM: usize = crate::crypto::HEADER_LEN;
@@ -30,7 +30,7 @@ pub const SLOT: usize = HEADROOM + MAX_PAYLOAD + TAILROOM;
 /// Receive slots and their `recvmmsg` headers.
 pub struct RxPool {
     store: Box<[u8]>,
-    meta: Vec<(usize, Option<SocketAddr>)>,
+    meta: Vec<RecvMeta>,
     mmsg: Mmsg,
 }
 
@@ -47,7 +47,7 @@ impl RxPool {
         let slots = slots.max(1);
         RxPool {
             store: vec![0u8; slots * SLOT].into_boxed_slice(),
-            meta: vec![(0, None); slots],
+            meta: vec![RecvMeta::default(); slots],
             mmsg: Mmsg::new(slots),
         }
     }
@@ -70,9 +70,10 @@ impl RxPool {
         }
     }
 
-    /// The length and source of the datagram in slot `i` (length
-    /// `usize::MAX` if it was cut).
-    pub fn meta(&self, i: usize) -> (usize, Option<SocketAddr>) {
+    /// What slot `i` holds: its length (`usize::MAX` if it was cut), its
+    /// source, and the size of the datagrams in it when the kernel
+    /// coalesced several (`UDP_GRO`; 0 for one).
+    pub fn meta(&self, i: usize) -> RecvMeta {
         self.meta[i]
     }
 
@@ -222,9 +223,9 @@ mod tests {
         for _ in 0..100 {
             let n = pool.recv_from(&rx).unwrap();
             for i in 0..n {
-                let (len, from) = pool.meta(i);
-                assert_eq!(from, Some(tx.local_addr().unwrap()));
-                got.push(pool.slot_mut(i)[HEADROOM..HEADROOM + len].to_vec());
+                let m = pool.meta(i);
+                assert_eq!(m.from, Some(tx.local_addr().unwrap()));
+                got.push(pool.slot_mut(i)[HEADROOM..HEADROOM + m.len].to_vec());
             }
             if got.len() == frames.len() {
                 break;
@@ -258,6 +259,45 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [b"first datagram".to_vec(), b"kept for many".to_vec(), b"kept for many".to_vec()]);
+    }
+
+    #[test]
+    fn segmented_send_and_coalesced_receive_keep_every_datagram() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        crate::sys::enable_udp_gro(&rx).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut q = TxQueue::new(64 * 2048, 64);
+        let frames: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; if i == 19 { 77 } else { 1200 }]).collect();
+        for f in &frames {
+            let r = q.push_bytes(f);
+            assert!(q.push_dest(r, to));
+        }
+        assert_eq!(q.flush(&tx, |a| a).unwrap(), (20, 0));
+        let mut pool = RxPool::new(4);
+        let mut got = Vec::new();
+        let mut coalesced = false;
+        for _ in 0..100 {
+            let n = pool.recv_from(&rx).unwrap();
+            for i in 0..n {
+                let m = pool.meta(i);
+                let seg = if m.segment == 0 { m.len } else { m.segment };
+                coalesced |= m.segment != 0 && m.len > m.segment;
+                let slot = pool.slot_mut(i);
+                let mut at = 0;
+                while at < m.len {
+                    let end = (at + seg).min(m.len);
+                    got.push(slot[HEADROOM + at..HEADROOM + end].to_vec());
+                    at = end;
+                }
+            }
+            if got.len() >= frames.len() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(got, frames);
+        assert!(coalesced, "a segmented send to a UDP_GRO socket arrives as one message");
     }
 
     #[test]

@@ -48,6 +48,11 @@ impl UdpChannel {
         sock.set_nonblocking(true)?;
         size_buffers(&sock, SOCKET_BUFFER);
         sock.bind(&addr.into())?;
+        // Runs of datagrams from one peer arrive coalesced, one pass through
+        // the stack for many; older kernels without it deliver one by one.
+        if let Err(e) = crate::sys::enable_udp_gro(&sock) {
+            log::debug!("UDP_GRO not available: {e}");
+        }
         Ok(UdpChannel { sock: mio::net::UdpSocket::from_std(sock.into()), dual_stack: !ipv4_only })
     }
 
