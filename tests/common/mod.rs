@@ -30,6 +30,13 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
+/// Says why a test skips, on the process's real stderr: the test harness
+/// captures `eprintln!` of passing tests, and a skip must be seen.
+fn skipped(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Whether a privileged test can run. Without root it panics when
 /// `RRQNET_REQUIRE_PRIVILEGED=1`, else prints why it skips and returns false.
 pub fn privileged(test: &str) -> bool {
@@ -40,7 +47,9 @@ pub fn privileged(test: &str) -> bool {
     if privileged_required() {
         panic!("{test}: needs root and iproute2, and RRQNET_REQUIRE_PRIVILEGED=1 forbids skipping");
     }
-    eprintln!("SKIPPED {test}: needs root and iproute2 (set RRQNET_REQUIRE_PRIVILEGED=1 to make this a failure)");
+    skipped(&format!(
+        "SKIPPED {test}: needs root and iproute2 (set RRQNET_REQUIRE_PRIVILEGED=1 to make this a failure)"
+    ));
     false
 }
 
@@ -57,7 +66,7 @@ pub fn have_program(test: &str, prog: &str) -> bool {
         if privileged_required() {
             panic!("{test}: needs {prog}, and RRQNET_REQUIRE_PRIVILEGED=1 forbids skipping");
         }
-        eprintln!("SKIPPED {test}: {prog} is not installed");
+        skipped(&format!("SKIPPED {test}: {prog} is not installed"));
     }
     found
 }
