@@ -92,7 +92,7 @@ impl RemoteSpec {
             (IpNet::V6(n), IpAddr::V4(v4)) => n.contains(&v4.to_ipv6_mapped()),
             (net, ip) => net.contains(&ip),
         };
-        ip_ok && self.port.map_or(true, |p| p == src.port())
+        ip_ok && self.port.is_none_or(|p| p == src.port())
     }
 
     /// The prefix length as it applies to a source of the same family as

@@ -193,15 +193,10 @@ impl Mmsg {
             return Err(io::Error::last_os_error());
         }
         let got = r as usize;
-        for i in 0..got {
-            let h = &self.hdrs[i];
+        for ((m, h), addr) in meta.iter_mut().zip(&self.hdrs).zip(&self.addrs).take(got) {
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let len = if truncated { usize::MAX } else { h.msg_len as usize };
-            meta[i] = RecvMeta {
-                len,
-                from: sockaddr_to_std(&self.addrs[i], h.msg_hdr.msg_namelen),
-                segment: gro_segment(&h.msg_hdr),
-            };
+            *m = RecvMeta { len, from: sockaddr_to_std(addr, h.msg_hdr.msg_namelen), segment: gro_segment(&h.msg_hdr) };
         }
         Ok(got)
     }
