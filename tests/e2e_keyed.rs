@@ -171,17 +171,6 @@ impl Rrq {
     }
 }
 
-/// The count of one drop reason in the exit statistics line ("drops: a 1, b 2").
-fn drop_count(log: &str, reason: &str) -> u64 {
-    let line = log.lines().rev().find(|l| l.contains("drops:")).unwrap_or_else(|| panic!("no statistics in:\n{log}"));
-    let drops = line.split("drops:").nth(1).unwrap();
-    drops
-        .split(',')
-        .filter_map(|d| d.trim().rsplit_once(' '))
-        .find(|(name, _)| *name == reason)
-        .map_or(0, |(_, n)| n.parse().unwrap())
-}
-
 fn mac(last: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, last]
 }
@@ -353,7 +342,7 @@ fn pair_passes_frames(lo: &str, bracket: bool) {
     let (la, lb) = (a.finish(), b.finish());
     for log in [&la, &lb] {
         for r in ["bad-auth", "replay", "stale-session", "own-session"] {
-            assert_eq!(drop_count(log, r), 0, "{r}:\n{log}");
+            assert_eq!(common::drop_count(log, r), 0, "{r}:\n{log}");
         }
     }
     assert!(
@@ -450,8 +439,8 @@ fn the_wire_carries_sealed_datagrams_and_captures_do_not_replay() {
     b.expect_nothing(Duration::from_millis(700), "replayed or forged datagrams");
     a.finish();
     let log = b.finish();
-    assert_eq!(drop_count(&log, "replay"), 21, "{log}");
-    assert_eq!(drop_count(&log, "bad-auth"), 1, "{log}");
+    assert_eq!(common::drop_count(&log, "replay"), 21, "{log}");
+    assert_eq!(common::drop_count(&log, "bad-auth"), 1, "{log}");
 }
 
 #[test]
@@ -471,7 +460,7 @@ fn different_key_files_pass_nothing_and_make_no_remote() {
     let log = server.finish();
     assert!(!log.contains("connected"), "the server made a remote:\n{log}");
     // The client's start heartbeat and its ten frames.
-    assert_eq!(drop_count(&log, "bad-auth"), 11, "{log}");
+    assert_eq!(common::drop_count(&log, "bad-auth"), 11, "{log}");
     assert!(log.contains("no-target 1"), "the server's own broadcast found no remote:\n{log}");
 }
 
@@ -505,7 +494,7 @@ fn plaintext_to_a_keyed_server_gets_nothing_through() {
     let log = server.finish();
     assert!(!log.contains("connected"), "{log}");
     // The plain client's heartbeat and frame, and the bare socket's three.
-    assert_eq!(drop_count(&log, "bad-auth"), 5, "{log}");
+    assert_eq!(common::drop_count(&log, "bad-auth"), 5, "{log}");
 }
 
 #[test]
@@ -648,7 +637,7 @@ fn a_flood_is_sealed_once_per_key_and_frames_cross_between_keys() {
 
     let log = hub.finish();
     for r in ["bad-auth", "replay", "send-failed", "too-large"] {
-        assert_eq!(drop_count(&log, r), 0, "{r}:\n{log}");
+        assert_eq!(common::drop_count(&log, r), 0, "{r}:\n{log}");
     }
 }
 
@@ -713,10 +702,10 @@ fn replays_reflections_stale_sessions_and_forgeries_are_dropped_and_counted() {
     }
     let log = hub.finish();
     assert_eq!(log.matches("connected").count(), 1, "{log}");
-    assert_eq!(drop_count(&log, "replay"), 1, "{log}");
-    assert_eq!(drop_count(&log, "own-session"), 1, "{log}");
-    assert_eq!(drop_count(&log, "stale-session"), 2, "{log}");
-    assert_eq!(drop_count(&log, "bad-auth"), 3, "{log}");
+    assert_eq!(common::drop_count(&log, "replay"), 1, "{log}");
+    assert_eq!(common::drop_count(&log, "own-session"), 1, "{log}");
+    assert_eq!(common::drop_count(&log, "stale-session"), 2, "{log}");
+    assert_eq!(common::drop_count(&log, "bad-auth"), 3, "{log}");
 }
 
 /// A peer that restarts with a clock far ahead makes us renew our session,
@@ -803,8 +792,8 @@ fn keyed_multicast_pair_passes_frames() {
     let (la, lb, lc) = (a.finish(), b.finish(), c.finish());
     for log in [&la, &lb] {
         // C's frame and the plain datagram.
-        assert_eq!(drop_count(log, "bad-auth"), 2, "{log}");
-        assert!(drop_count(log, "own-multicast") > 0, "{log}");
+        assert_eq!(common::drop_count(log, "bad-auth"), 2, "{log}");
+        assert!(common::drop_count(log, "own-multicast") > 0, "{log}");
     }
-    assert!(drop_count(&lc, "bad-auth") >= 204, "C drops everything A and B sent:\n{lc}");
+    assert!(common::drop_count(&lc, "bad-auth") >= 204, "C drops everything A and B sent:\n{lc}");
 }

@@ -176,17 +176,6 @@ fn logs(p: &StdioPeer, others: &[&StdioPeer]) -> String {
     s
 }
 
-/// The count of one drop reason in the exit statistics line ("drops: a 1, b 2").
-fn drop_count(log: &str, reason: &str) -> u64 {
-    let line = log.lines().rev().find(|l| l.contains("drops:")).unwrap_or_else(|| panic!("no statistics in:\n{log}"));
-    let drops = line.split("drops:").nth(1).unwrap();
-    drops
-        .split(',')
-        .filter_map(|d| d.trim().rsplit_once(' '))
-        .find(|(name, _)| *name == reason)
-        .map_or(0, |(_, n)| n.parse().unwrap())
-}
-
 /// A scratch directory, removed when dropped.
 struct TempDir(std::path::PathBuf);
 
@@ -277,11 +266,11 @@ fn two_rrqnets_share_a_group(via: Via) {
     let (log_a, log_b) = (a.finish(), b.finish());
     // With the loop on, each hears every datagram it sent, and drops it as its
     // own before the switch sees it (else they would be "sticky" drops).
-    assert_eq!(drop_count(&log_a, "own-multicast"), sent_a, "A:\n{log_a}");
-    assert_eq!(drop_count(&log_b, "own-multicast"), sent_b, "B:\n{log_b}");
+    assert_eq!(common::drop_count(&log_a, "own-multicast"), sent_a, "A:\n{log_a}");
+    assert_eq!(common::drop_count(&log_b, "own-multicast"), sent_b, "B:\n{log_b}");
     for log in [&log_a, &log_b] {
-        assert_eq!(drop_count(log, "sticky-elsewhere"), 0, "{log}");
-        assert_eq!(drop_count(log, "hairpin"), 0, "{log}");
+        assert_eq!(common::drop_count(log, "sticky-elsewhere"), 0, "{log}");
+        assert_eq!(common::drop_count(log, "hairpin"), 0, "{log}");
     }
 }
 
@@ -312,7 +301,7 @@ fn short_datagrams_on_the_group_are_dropped_not_heartbeats() {
     a.expect(&f, "a frame from a plain UDP sender", &[]);
     a.expect_nothing("the short datagrams are not frames");
     let log = a.finish();
-    assert_eq!(drop_count(&log, "runt"), 2, "{log}");
+    assert_eq!(common::drop_count(&log, "runt"), 2, "{log}");
 }
 
 /// A keyed group whose key file cannot be read never starts (and never runs

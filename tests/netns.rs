@@ -219,57 +219,19 @@ fn counter(ns: &Netns, ifname: &str, which: &str) -> u64 {
     ns.sh(&format!("cat /sys/class/net/{ifname}/statistics/{which}")).trim().parse().unwrap()
 }
 
-const TCP_SERVER: &str = r#"
-import hashlib, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
-s.settimeout(60)
-c, _ = s.accept()
-c.settimeout(30)
-h = hashlib.sha256()
-n = 0
-while True:
-    d = c.recv(1 << 16)
-    if not d:
-        break
-    h.update(d)
-    n += len(d)
-print(n, h.hexdigest())
-"#;
-
-const TCP_CLIENT: &str = r#"
-import hashlib, os, socket, sys, time
-data = os.urandom(int(sys.argv[3]))
-deadline = time.time() + 10
-while True:
-    try:
-        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
-        break
-    except OSError:
-        if time.time() > deadline:
-            raise
-        time.sleep(0.1)
-s.sendall(data)
-s.shutdown(socket.SHUT_WR)
-s.recv(1)
-print(len(data), hashlib.sha256(data).hexdigest())
-"#;
-
 /// Sends `bytes` random bytes over TCP from `from` to `to_addr:port` (a
 /// server in `to`), and checks they arrived whole. Returns the seconds taken.
 fn tcp_transfer(from: &Netns, to: &Netns, to_addr: &str, port: u16, bytes: usize, ds: &[&Logged]) -> f64 {
     let mut server = Command::new("ip");
     server
-        .args(["netns", "exec", &to.name, "python3", "-c", TCP_SERVER, to_addr, &port.to_string()])
+        .args(["netns", "exec", &to.name, "python3", "-c", common::TCP_SERVER, to_addr, &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     let mut server = Proc::spawn("tcp server", &mut server);
     let t0 = Instant::now();
     let client = from
         .cmd("python3")
-        .args(["-c", TCP_CLIENT, to_addr, &port.to_string(), &bytes.to_string()])
+        .args(["-c", common::TCP_CLIENT, to_addr, &port.to_string(), &bytes.to_string()])
         .stdin(Stdio::null())
         .output()
         .expect("python3 client");

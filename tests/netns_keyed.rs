@@ -91,17 +91,6 @@ fn logs(ds: &[&Daemon]) -> String {
     ds.iter().map(|d| format!("--- {} ---\n{}", d.proc.name, d.text())).collect()
 }
 
-/// The count of one drop reason in the exit statistics line ("drops: a 1, b 2").
-fn drop_count(log: &str, reason: &str) -> u64 {
-    let line = log.lines().rev().find(|l| l.contains("drops:")).unwrap_or_else(|| panic!("no statistics in:\n{log}"));
-    let drops = line.split("drops:").nth(1).unwrap();
-    drops
-        .split(',')
-        .filter_map(|d| d.trim().rsplit_once(' '))
-        .find(|(name, _)| *name == reason)
-        .map_or(0, |(_, n)| n.parse().unwrap())
-}
-
 /// An interface name unique to this test process, at most 15 bytes.
 fn ifname(tag: &str, i: usize) -> String {
     let n = format!("k{}{tag}{i}", std::process::id() % 100000);
@@ -168,55 +157,17 @@ fn frag_creates(ns: &Netns, v6: bool) -> u64 {
     }
 }
 
-const TCP_SERVER: &str = r#"
-import hashlib, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
-s.settimeout(60)
-c, _ = s.accept()
-c.settimeout(30)
-h = hashlib.sha256()
-n = 0
-while True:
-    d = c.recv(1 << 16)
-    if not d:
-        break
-    h.update(d)
-    n += len(d)
-print(n, h.hexdigest())
-"#;
-
-const TCP_CLIENT: &str = r#"
-import hashlib, os, socket, sys, time
-data = os.urandom(int(sys.argv[3]))
-deadline = time.time() + 10
-while True:
-    try:
-        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
-        break
-    except OSError:
-        if time.time() > deadline:
-            raise
-        time.sleep(0.1)
-s.sendall(data)
-s.shutdown(socket.SHUT_WR)
-s.recv(1)
-print(len(data), hashlib.sha256(data).hexdigest())
-"#;
-
 /// Sends `bytes` random bytes over TCP from `from` to a server at
 /// `to_addr:port` in `to` and checks the byte count and SHA-256 on both
 /// ends. Returns the seconds taken.
 fn tcp_transfer(from: &Netns, to: &Netns, to_addr: &str, port: u16, bytes: usize, ds: &[&Daemon]) -> f64 {
     let mut server = to.cmd("python3");
-    server.args(["-c", TCP_SERVER, to_addr, &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::piped());
+    server.args(["-c", common::TCP_SERVER, to_addr, &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::piped());
     let mut server = Proc::spawn("tcp server", &mut server);
     let t0 = Instant::now();
     let client = from
         .cmd("python3")
-        .args(["-c", TCP_CLIENT, to_addr, &port.to_string(), &bytes.to_string()])
+        .args(["-c", common::TCP_CLIENT, to_addr, &port.to_string(), &bytes.to_string()])
         .stdin(Stdio::null())
         .output()
         .expect("python3 client");
@@ -284,7 +235,7 @@ fn keyed_pair_mtu(tag: &str, v6: bool) {
     let (la, lb) = (da.stop(), db.stop());
     for log in [&la, &lb] {
         for r in ["bad-auth", "replay", "stale-session", "own-session", "too-large", "send-failed"] {
-            assert_eq!(drop_count(log, r), 0, "{r}:\n{log}");
+            assert_eq!(common::drop_count(log, r), 0, "{r}:\n{log}");
         }
     }
 }
@@ -330,7 +281,7 @@ fn keyed_pair_with_different_key_files_passes_nothing() {
     let log = db.stop();
     assert!(!log.contains("connected"), "the server made a remote:\n{log}");
     // The client's heartbeat and at least its ARP requests.
-    assert!(drop_count(&log, "bad-auth") >= 2, "{log}");
+    assert!(common::drop_count(&log, "bad-auth") >= 2, "{log}");
 }
 
 /// Records, from inside a namespace, the UDP payloads arriving on an
@@ -452,8 +403,8 @@ fn captured_datagrams_sent_again_from_the_clients_address_deliver_nothing() {
     assert_eq!(back, 0, "the server answered replayed datagrams\n{}", db.text());
     assert_eq!(counter(&b, "tap0", "rx_packets"), rx_before, "replayed frames reached the server's tap");
     let log = db.stop();
-    assert_eq!(drop_count(&log, "replay"), n, "{log}");
-    assert_eq!(drop_count(&log, "bad-auth"), 0, "{log}");
+    assert_eq!(common::drop_count(&log, "replay"), n, "{log}");
+    assert_eq!(common::drop_count(&log, "bad-auth"), 0, "{log}");
 }
 
 /// Sends one broadcast ARP request (who has 198.51.100.99) out of tap0.
@@ -527,5 +478,5 @@ fn a_spoofed_source_inside_the_prefix_without_the_key_gets_nothing() {
     let log = db.stop();
     assert!(!log.contains("192.0.2.3:1401 connected"), "the spoofed source became a remote:\n{log}");
     assert_eq!(log.matches("connected").count(), 1, "{log}");
-    assert_eq!(drop_count(&log, "bad-auth"), sent, "{log}");
+    assert_eq!(common::drop_count(&log, "bad-auth"), sent, "{log}");
 }
