@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod stdio;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
