@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::UdpSocket;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
+use common::frames::{frame, mac, BCAST};
+use common::stdio::StdioDaemon;
 use common::Proc;
 
 /// Ports for this file's tests: distinct per test so they can run in parallel.
@@ -20,111 +20,20 @@ fn port() -> u16 {
     base + NEXT_PORT.fetch_add(1, Ordering::SeqCst)
 }
 
-/// A daemon with stdin/stdout as its local end.
-struct Stdio_ {
-    proc_: Proc,
-    stdin: Option<ChildStdin>,
-    frames: Receiver<Vec<u8>>,
+/// A daemon with stdin/stdout as its local end, given a moment to bind
+/// before anyone sends to it; frames are expected within 3 s.
+fn stdio_daemon(args: &[&str]) -> StdioDaemon {
+    let d = StdioDaemon::spawn("rrqnet", None, "-vv", args).with_expect_limit(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(150));
+    d
 }
-
-impl Stdio_ {
-    fn spawn(args: &[&str]) -> Stdio_ {
-        let mut cmd = Command::new(common::rrqnet_bin());
-        cmd.arg("-vv")
-            .arg("-t")
-            .arg("-")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut p = Proc::spawn("rrqnet", &mut cmd);
-        let stdin = p.child.stdin.take();
-        let mut out = p.child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut hdr = [0u8; 2];
-            loop {
-                if out.read_exact(&mut hdr).is_err() {
-                    return;
-                }
-                let mut f = vec![0u8; u16::from_be_bytes(hdr) as usize];
-                if out.read_exact(&mut f).is_err() || tx.send(f).is_err() {
-                    return;
-                }
-            }
-        });
-        // Give the daemon a moment to bind before anyone sends to it.
-        std::thread::sleep(Duration::from_millis(150));
-        Stdio_ { proc_: p, stdin, frames: rx }
-    }
-
-    fn send(&mut self, frame: &[u8]) {
-        let mut rec = (frame.len() as u16).to_be_bytes().to_vec();
-        rec.extend_from_slice(frame);
-        self.stdin.as_mut().expect("stdin open").write_all(&rec).expect("write to rrqnet stdin");
-    }
-
-    fn send_all(&mut self, frames: &[Vec<u8>]) {
-        let mut buf = Vec::new();
-        for f in frames {
-            buf.extend_from_slice(&(f.len() as u16).to_be_bytes());
-            buf.extend_from_slice(f);
-        }
-        self.stdin.as_mut().expect("stdin open").write_all(&buf).expect("write to rrqnet stdin");
-    }
-
-    fn recv(&self, limit: Duration) -> Option<Vec<u8>> {
-        self.frames.recv_timeout(limit).ok()
-    }
-
-    fn expect(&self, want: &[u8], what: &str) {
-        match self.recv(Duration::from_secs(3)) {
-            Some(got) => {
-                assert!(got == want, "{what}: got a different frame ({} bytes, want {})", got.len(), want.len())
-            }
-            None => panic!("{what}: nothing arrived"),
-        }
-    }
-
-    fn expect_nothing(&self, limit: Duration, what: &str) {
-        if let Some(got) = self.recv(limit) {
-            panic!("{what}: unexpected {}-byte frame", got.len());
-        }
-    }
-
-    /// Closes stdin and checks the daemon exits 0.
-    fn finish(mut self) -> String {
-        drop(self.stdin.take());
-        let st = self.proc_.wait_timeout(Duration::from_secs(5)).expect("rrqnet exits on stdin EOF");
-        let err = self.proc_.stderr_text();
-        assert!(st.success(), "rrqnet exit status {st}; stderr:\n{err}");
-        err
-    }
-}
-
-fn mac(last: u8) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0, last]
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], len: usize, fill: u8) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x88, 0xb5]); // local experimental EtherType
-    while f.len() < len {
-        f.push(fill.wrapping_add(f.len() as u8));
-    }
-    f
-}
-
-const BCAST: [u8; 6] = [0xff; 6];
 
 fn pair_passes_frames(lo: &str, bracket: bool) {
     let (pa, pb) = (port(), port());
     let up = if bracket { format!("[{lo}]:{pb}") } else { format!("{lo}:{pb}") };
     let mask = if bracket { format!("[{lo}]") } else { lo.to_owned() };
-    let mut b = Stdio_::spawn(&[&pb.to_string(), &mask]);
-    let mut a = Stdio_::spawn(&[&pa.to_string(), &up]);
+    let mut b = stdio_daemon(&[&pb.to_string(), &mask]);
+    let mut a = stdio_daemon(&[&pa.to_string(), &up]);
 
     // A's broadcast reaches B (B learns A from it), B's unicast reply reaches A.
     let hello = frame(BCAST, mac(1), 60, 1);
@@ -177,8 +86,8 @@ fn uplink_and_downlink_pass_frames_ipv6() {
 #[test]
 fn ipv4_only_socket_passes_frames() {
     let (pa, pb) = (port(), port());
-    let mut b = Stdio_::spawn(&["-4", &pb.to_string(), "127.0.0.0/8"]);
-    let a = Stdio_::spawn(&["-4", &pa.to_string(), &format!("127.0.0.1:{pb}")]);
+    let mut b = stdio_daemon(&["-4", &pb.to_string(), "127.0.0.0/8"]);
+    let a = stdio_daemon(&["-4", &pa.to_string(), &format!("127.0.0.1:{pb}")]);
     std::thread::sleep(Duration::from_millis(200)); // a's first heartbeat makes b know it
     let f = frame(BCAST, mac(7), 100, 9);
     b.send(&f);
@@ -194,8 +103,8 @@ fn pure_switch_in_the_middle_forwards() {
     hub.args(["-vv", &ps.to_string(), "127.0.0.0/8"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut hub = Proc::spawn("rrqnet hub", &mut hub);
     std::thread::sleep(Duration::from_millis(150));
-    let mut a = Stdio_::spawn(&[&pa.to_string(), &format!("127.0.0.1:{ps}")]);
-    let mut b = Stdio_::spawn(&[&pb.to_string(), &format!("127.0.0.1:{ps}")]);
+    let mut a = stdio_daemon(&[&pa.to_string(), &format!("127.0.0.1:{ps}")]);
+    let mut b = stdio_daemon(&[&pb.to_string(), &format!("127.0.0.1:{ps}")]);
     // Both clients' first heartbeats make the hub know them.
     std::thread::sleep(Duration::from_millis(300));
     let f = frame(BCAST, mac(1), 60, 1);
@@ -216,8 +125,8 @@ fn pure_switch_in_the_middle_forwards() {
 #[test]
 fn heartbeat_makes_the_server_learn_the_client() {
     let (ps, pc) = (port(), port());
-    let mut server = Stdio_::spawn(&[&ps.to_string(), "127.0.0.0/8"]);
-    let client = Stdio_::spawn(&[&pc.to_string(), &format!("127.0.0.1:{ps}")]);
+    let mut server = stdio_daemon(&[&ps.to_string(), "127.0.0.0/8"]);
+    let client = stdio_daemon(&[&pc.to_string(), &format!("127.0.0.1:{ps}")]);
     // The client sends nothing but its heartbeat; the server's broadcast
     // must still reach it.
     std::thread::sleep(Duration::from_millis(300));
@@ -232,7 +141,7 @@ fn heartbeat_makes_the_server_learn_the_client() {
 #[test]
 fn undeclared_source_gets_nothing_through() {
     let ps = port();
-    let mut server = Stdio_::spawn(&[&ps.to_string(), "127.0.0.2"]);
+    let mut server = stdio_daemon(&[&ps.to_string(), "127.0.0.2"]);
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
     stranger.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let f = frame(BCAST, mac(9), 60, 9);
@@ -262,7 +171,7 @@ fn heartbeats_are_short_and_not_empty() {
     listener.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let lport = listener.local_addr().unwrap().port();
     let pc = port();
-    let client = Stdio_::spawn(&[&pc.to_string(), &format!("127.0.0.1:{lport}")]);
+    let client = stdio_daemon(&[&pc.to_string(), &format!("127.0.0.1:{lport}")]);
     let mut buf = [0u8; 64];
     let (n, from) = listener.recv_from(&mut buf).expect("a heartbeat at start");
     assert!(n > 0 && n < 12, "heartbeat of {n} bytes");
@@ -273,8 +182,8 @@ fn heartbeats_are_short_and_not_empty() {
 #[test]
 fn stdin_eof_exits_zero_and_flushes() {
     let (pa, pb) = (port(), port());
-    let b = Stdio_::spawn(&[&pb.to_string(), "127.0.0.1"]);
-    let mut a = Stdio_::spawn(&[&pa.to_string(), &format!("127.0.0.1:{pb}")]);
+    let b = stdio_daemon(&[&pb.to_string(), "127.0.0.1"]);
+    let mut a = stdio_daemon(&[&pa.to_string(), &format!("127.0.0.1:{pb}")]);
     let f = frame(BCAST, mac(1), 200, 1);
     a.send(&f);
     b.expect(&f, "frame before EOF");

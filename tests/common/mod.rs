@@ -9,11 +9,16 @@
 
 #![allow(dead_code)]
 
+pub mod frames;
+pub mod netns_util;
+pub mod scratch;
+pub mod stdio;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The `rrqnet` binary cargo built for these tests.
 pub fn rrqnet_bin() -> PathBuf {
@@ -220,4 +225,25 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     cond()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A UDP port that was free a moment ago, on both stacks.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("[::]:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The count of one drop reason in the exit statistics line ("drops: a 1, b 2").
+pub fn drop_count(log: &str, reason: &str) -> u64 {
+    let line = log.lines().rev().find(|l| l.contains("drops:")).unwrap_or_else(|| panic!("no statistics in:\n{log}"));
+    let drops = line.split("drops:").nth(1).unwrap();
+    drops
+        .split(',')
+        .filter_map(|d| d.trim().rsplit_once(' '))
+        .find(|(name, _)| *name == reason)
+        .map_or(0, |(_, n)| n.parse().unwrap())
 }
