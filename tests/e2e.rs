@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use common::stdio::{exchange_frames, frame, mac, StdioDaemon, BCAST};
+use common::frames::{frame, mac, BCAST};
+use common::stdio::StdioDaemon;
 use common::Proc;
 
 /// Ports for this file's tests: distinct per test so they can run in parallel.
@@ -19,14 +20,55 @@ fn port() -> u16 {
     base + NEXT_PORT.fetch_add(1, Ordering::SeqCst)
 }
 
+/// A daemon with stdin/stdout as its local end, given a moment to bind
+/// before anyone sends to it; frames are expected within 3 s.
+fn stdio_daemon(args: &[&str]) -> StdioDaemon {
+    let d = StdioDaemon::spawn("rrqnet", None, "-vv", args).with_expect_limit(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(150));
+    d
+}
+
 fn pair_passes_frames(lo: &str, bracket: bool) {
     let (pa, pb) = (port(), port());
     let up = if bracket { format!("[{lo}]:{pb}") } else { format!("{lo}:{pb}") };
     let mask = if bracket { format!("[{lo}]") } else { lo.to_owned() };
-    let mut b = StdioDaemon::spawn(&[&pb.to_string(), &mask]);
-    let mut a = StdioDaemon::spawn(&[&pa.to_string(), &up]);
+    let mut b = stdio_daemon(&[&pb.to_string(), &mask]);
+    let mut a = stdio_daemon(&[&pa.to_string(), &up]);
 
-    exchange_frames(&mut a, &mut b);
+    // A's broadcast reaches B (B learns A from it), B's unicast reply reaches A.
+    let hello = frame(BCAST, mac(1), 60, 1);
+    a.send(&hello);
+    b.expect(&hello, "broadcast a->b");
+    let reply = frame(mac(1), mac(2), 60, 2);
+    b.send(&reply);
+    a.expect(&reply, "unicast b->a");
+
+    for len in [60, 1514, 9000] {
+        let f = frame(mac(2), mac(1), len, len as u8);
+        a.send(&f);
+        b.expect(&f, &format!("{len}-byte frame a->b"));
+        let g = frame(mac(1), mac(2), len, 3);
+        b.send(&g);
+        a.expect(&g, &format!("{len}-byte frame b->a"));
+    }
+
+    // 1000 back to back, none lost, in order.
+    let burst: Vec<Vec<u8>> = (0..1000).map(|i| frame(mac(2), mac(1), 60 + (i * 97) % 1455, i as u8)).collect();
+    a.send_all(&burst);
+    for (i, f) in burst.iter().enumerate() {
+        match b.recv(Duration::from_secs(5)) {
+            Some(got) => assert!(&got == f, "burst frame {i} differs"),
+            None => panic!("burst: only {i} of 1000 frames arrived"),
+        }
+    }
+    let burst: Vec<Vec<u8>> = (0..1000).map(|i| frame(mac(1), mac(2), 1514, i as u8)).collect();
+    b.send_all(&burst);
+    for (i, f) in burst.iter().enumerate() {
+        match a.recv(Duration::from_secs(5)) {
+            Some(got) => assert!(&got == f, "reverse burst frame {i} differs"),
+            None => panic!("reverse burst: only {i} of 1000 frames arrived"),
+        }
+    }
     a.finish();
     b.finish();
 }
@@ -44,8 +86,8 @@ fn uplink_and_downlink_pass_frames_ipv6() {
 #[test]
 fn ipv4_only_socket_passes_frames() {
     let (pa, pb) = (port(), port());
-    let mut b = StdioDaemon::spawn(&["-4", &pb.to_string(), "127.0.0.0/8"]);
-    let a = StdioDaemon::spawn(&["-4", &pa.to_string(), &format!("127.0.0.1:{pb}")]);
+    let mut b = stdio_daemon(&["-4", &pb.to_string(), "127.0.0.0/8"]);
+    let a = stdio_daemon(&["-4", &pa.to_string(), &format!("127.0.0.1:{pb}")]);
     std::thread::sleep(Duration::from_millis(200)); // a's first heartbeat makes b know it
     let f = frame(BCAST, mac(7), 100, 9);
     b.send(&f);
@@ -61,8 +103,8 @@ fn pure_switch_in_the_middle_forwards() {
     hub.args(["-vv", &ps.to_string(), "127.0.0.0/8"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut hub = Proc::spawn("rrqnet hub", &mut hub);
     std::thread::sleep(Duration::from_millis(150));
-    let mut a = StdioDaemon::spawn(&[&pa.to_string(), &format!("127.0.0.1:{ps}")]);
-    let mut b = StdioDaemon::spawn(&[&pb.to_string(), &format!("127.0.0.1:{ps}")]);
+    let mut a = stdio_daemon(&[&pa.to_string(), &format!("127.0.0.1:{ps}")]);
+    let mut b = stdio_daemon(&[&pb.to_string(), &format!("127.0.0.1:{ps}")]);
     // Both clients' first heartbeats make the hub know them.
     std::thread::sleep(Duration::from_millis(300));
     let f = frame(BCAST, mac(1), 60, 1);
@@ -83,8 +125,8 @@ fn pure_switch_in_the_middle_forwards() {
 #[test]
 fn heartbeat_makes_the_server_learn_the_client() {
     let (ps, pc) = (port(), port());
-    let mut server = StdioDaemon::spawn(&[&ps.to_string(), "127.0.0.0/8"]);
-    let client = StdioDaemon::spawn(&[&pc.to_string(), &format!("127.0.0.1:{ps}")]);
+    let mut server = stdio_daemon(&[&ps.to_string(), "127.0.0.0/8"]);
+    let client = stdio_daemon(&[&pc.to_string(), &format!("127.0.0.1:{ps}")]);
     // The client sends nothing but its heartbeat; the server's broadcast
     // must still reach it.
     std::thread::sleep(Duration::from_millis(300));
@@ -99,7 +141,7 @@ fn heartbeat_makes_the_server_learn_the_client() {
 #[test]
 fn undeclared_source_gets_nothing_through() {
     let ps = port();
-    let mut server = StdioDaemon::spawn(&[&ps.to_string(), "127.0.0.2"]);
+    let mut server = stdio_daemon(&[&ps.to_string(), "127.0.0.2"]);
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
     stranger.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let f = frame(BCAST, mac(9), 60, 9);
@@ -129,7 +171,7 @@ fn heartbeats_are_short_and_not_empty() {
     listener.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let lport = listener.local_addr().unwrap().port();
     let pc = port();
-    let client = StdioDaemon::spawn(&[&pc.to_string(), &format!("127.0.0.1:{lport}")]);
+    let client = stdio_daemon(&[&pc.to_string(), &format!("127.0.0.1:{lport}")]);
     let mut buf = [0u8; 64];
     let (n, from) = listener.recv_from(&mut buf).expect("a heartbeat at start");
     assert!(n > 0 && n < 12, "heartbeat of {n} bytes");
@@ -140,8 +182,8 @@ fn heartbeats_are_short_and_not_empty() {
 #[test]
 fn stdin_eof_exits_zero_and_flushes() {
     let (pa, pb) = (port(), port());
-    let b = StdioDaemon::spawn(&[&pb.to_string(), "127.0.0.1"]);
-    let mut a = StdioDaemon::spawn(&[&pa.to_string(), &format!("127.0.0.1:{pb}")]);
+    let b = stdio_daemon(&[&pb.to_string(), "127.0.0.1"]);
+    let mut a = stdio_daemon(&[&pa.to_string(), &format!("127.0.0.1:{pb}")]);
     let f = frame(BCAST, mac(1), 200, 1);
     a.send(&f);
     b.expect(&f, "frame before EOF");

@@ -8,61 +8,40 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::stdio::{exchange_frames, frame, mac, StdioDaemon as Rrq, BCAST};
-use common::{privileged, rrqnet_bin, wait_for, Netns};
+use common::frames::{frame_with, mac, BCAST};
+use common::scratch::Scratch;
+use common::stdio::StdioDaemon;
+use common::{drop_count, free_port, privileged, rrqnet_bin, unix_now, wait_for, Netns};
 use rrqnet::crypto::{
     Header, Kind, MasterKey, Opener, Sealer, SealerLimits, SessionId, Transport, DEFAULT_MAX_SESSIONS, HEADER_LEN,
     OVERHEAD, TAG_LEN,
 };
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+/// An rrqnet with `-vv -t -`, once its log says its local end is open.
+fn rrq(args: &[&str]) -> StdioDaemon {
+    rrq_in(None, args)
 }
 
-/// A UDP port that was free a moment ago, on both stacks.
-fn free_port() -> u16 {
-    UdpSocket::bind("[::]:0").unwrap().local_addr().unwrap().port()
+/// Like [`rrq`], in `ns` if given.
+fn rrq_in(ns: Option<&Netns>, args: &[&str]) -> StdioDaemon {
+    let r = StdioDaemon::spawn("rrqnet", ns, "-vv", args);
+    assert!(
+        wait_for(Duration::from_secs(5), || r.log().contains("local end: stdio")),
+        "rrqnet {args:?} did not start:\n{}",
+        r.log()
+    );
+    r
 }
 
-/// A scratch directory for key files, removed when dropped.
-struct KeyDir(PathBuf);
-
-static DIR_SEQ: AtomicU32 = AtomicU32::new(0);
-
-impl KeyDir {
-    fn new() -> KeyDir {
-        let n = DIR_SEQ.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("rrqnet-keyed-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        KeyDir(dir)
-    }
-
-    /// A key file of `content`, with permissions `mode`.
-    fn file(&self, name: &str, content: &[u8], mode: u32) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, content).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
-    /// A 1 KiB key file of pseudo-random content picked by `seed`, mode 0600.
-    fn key(&self, name: &str, seed: u8) -> String {
-        let content: Vec<u8> = (0..1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed).collect();
-        self.file(name, &content, 0o600)
-    }
-}
-
-impl Drop for KeyDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Frames padded with `(fill + offset) * 7`.
+fn frame(dst: [u8; 6], src: [u8; 6], len: usize, fill: u8) -> Vec<u8> {
+    frame_with(dst, src, len, |i| fill.wrapping_add(i as u8).wrapping_mul(7))
 }
 
 /// A keyed peer played by the test: a UDP socket and a transport of the
@@ -175,19 +154,51 @@ fn seal_with(tr: &mut Transport, frame: &[u8], now: u64) -> Vec<u8> {
 }
 
 fn pair_passes_frames(lo: &str, bracket: bool) {
-    let keys = KeyDir::new();
-    let k = keys.key("k", 1);
+    let keys = Scratch::unique("keyed");
+    let k = keys.seeded_key("k", 1);
     let (pa, pb) = (free_port(), free_port());
     let up = if bracket { format!("[{lo}]:{pb}={k}") } else { format!("{lo}:{pb}={k}") };
     let mask = if bracket { format!("[{lo}]={k}") } else { format!("{lo}={k}") };
-    let mut b = Rrq::spawn(&[&pb.to_string(), &mask]);
-    let mut a = Rrq::spawn(&[&pa.to_string(), &up]);
+    let mut b = rrq(&[&pb.to_string(), &mask]);
+    let mut a = rrq(&[&pa.to_string(), &up]);
 
-    exchange_frames(&mut a, &mut b);
+    let hello = frame(BCAST, mac(1), 60, 1);
+    a.send(&hello);
+    b.expect(&hello, "broadcast a->b");
+    let reply = frame(mac(1), mac(2), 60, 2);
+    b.send(&reply);
+    a.expect(&reply, "unicast b->a");
+
+    for len in [60, 1514, 9000] {
+        let f = frame(mac(2), mac(1), len, len as u8);
+        a.send(&f);
+        b.expect(&f, &format!("{len}-byte frame a->b"));
+        let g = frame(mac(1), mac(2), len, 3);
+        b.send(&g);
+        a.expect(&g, &format!("{len}-byte frame b->a"));
+    }
+
+    // 1000 back to back, none lost, in order, both ways.
+    let burst: Vec<Vec<u8>> = (0..1000).map(|i| frame(mac(2), mac(1), 60 + (i * 97) % 1455, i as u8)).collect();
+    a.send_all(&burst);
+    for (i, f) in burst.iter().enumerate() {
+        match b.recv(Duration::from_secs(5)) {
+            Some(got) => assert!(&got == f, "burst frame {i} differs"),
+            None => panic!("burst: only {i} of 1000 frames arrived"),
+        }
+    }
+    let burst: Vec<Vec<u8>> = (0..1000).map(|i| frame(mac(1), mac(2), 1514, i as u8)).collect();
+    b.send_all(&burst);
+    for (i, f) in burst.iter().enumerate() {
+        match a.recv(Duration::from_secs(5)) {
+            Some(got) => assert!(&got == f, "reverse burst frame {i} differs"),
+            None => panic!("reverse burst: only {i} of 1000 frames arrived"),
+        }
+    }
     let (la, lb) = (a.finish(), b.finish());
     for log in [&la, &lb] {
         for r in ["bad-auth", "replay", "stale-session", "own-session"] {
-            assert_eq!(common::drop_count(log, r), 0, "{r}:\n{log}");
+            assert_eq!(drop_count(log, r), 0, "{r}:\n{log}");
         }
     }
     assert!(
@@ -214,15 +225,15 @@ fn keyed_uplink_and_downlink_pass_frames_ipv6() {
 /// flipped bit as a forgery.
 #[test]
 fn the_wire_carries_sealed_datagrams_and_captures_do_not_replay() {
-    let keys = KeyDir::new();
-    let k = keys.key("k", 2);
+    let keys = Scratch::unique("keyed");
+    let k = keys.seeded_key("k", 2);
     let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
     relay.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let rp = relay.local_addr().unwrap().port();
     let (pa, pb) = (free_port(), free_port());
     // A's uplink is the relay; B accepts anything keyed from 127.0.0.1 (the relay).
-    let mut b = Rrq::spawn(&[&pb.to_string(), &format!("127.0.0.1={k}")]);
-    let mut a = Rrq::spawn(&[&pa.to_string(), &format!("127.0.0.1:{rp}={k}")]);
+    let mut b = rrq(&[&pb.to_string(), &format!("127.0.0.1={k}")]);
+    let mut a = rrq(&[&pa.to_string(), &format!("127.0.0.1:{rp}={k}")]);
     // (A to B?, datagram) for everything the relay passed on.
     type Captured = Vec<(bool, Vec<u8>)>;
     let captured: Arc<Mutex<Captured>> = Arc::default();
@@ -284,17 +295,17 @@ fn the_wire_carries_sealed_datagrams_and_captures_do_not_replay() {
     b.expect_nothing(Duration::from_millis(700), "replayed or forged datagrams");
     a.finish();
     let log = b.finish();
-    assert_eq!(common::drop_count(&log, "replay"), 21, "{log}");
-    assert_eq!(common::drop_count(&log, "bad-auth"), 1, "{log}");
+    assert_eq!(drop_count(&log, "replay"), 21, "{log}");
+    assert_eq!(drop_count(&log, "bad-auth"), 1, "{log}");
 }
 
 #[test]
 fn different_key_files_pass_nothing_and_make_no_remote() {
-    let keys = KeyDir::new();
-    let (k1, k2) = (keys.key("k1", 3), keys.key("k2", 4));
+    let keys = Scratch::unique("keyed");
+    let (k1, k2) = (keys.seeded_key("k1", 3), keys.seeded_key("k2", 4));
     let (ps, pc) = (free_port(), free_port());
-    let mut server = Rrq::spawn(&[&ps.to_string(), &format!("127.0.0.1={k2}")]);
-    let mut client = Rrq::spawn(&[&pc.to_string(), &format!("127.0.0.1:{ps}={k1}")]);
+    let mut server = rrq(&[&ps.to_string(), &format!("127.0.0.1={k2}")]);
+    let mut client = rrq(&[&pc.to_string(), &format!("127.0.0.1:{ps}={k1}")]);
     for i in 0..10 {
         client.send(&frame(BCAST, mac(1), 60 + i * 100, i as u8));
     }
@@ -305,18 +316,18 @@ fn different_key_files_pass_nothing_and_make_no_remote() {
     let log = server.finish();
     assert!(!log.contains("connected"), "the server made a remote:\n{log}");
     // The client's start heartbeat and its ten frames.
-    assert_eq!(common::drop_count(&log, "bad-auth"), 11, "{log}");
+    assert_eq!(drop_count(&log, "bad-auth"), 11, "{log}");
     assert!(log.contains("no-target 1"), "the server's own broadcast found no remote:\n{log}");
 }
 
 #[test]
 fn plaintext_to_a_keyed_server_gets_nothing_through() {
-    let keys = KeyDir::new();
-    let k = keys.key("k", 5);
+    let keys = Scratch::unique("keyed");
+    let k = keys.seeded_key("k", 5);
     let (ps, pc) = (free_port(), free_port());
-    let mut server = Rrq::spawn(&[&ps.to_string(), &format!("127.0.0.1={k}")]);
+    let mut server = rrq(&[&ps.to_string(), &format!("127.0.0.1={k}")]);
     // A plain rrqnet uplink, and a bare socket.
-    let mut client = Rrq::spawn(&[&pc.to_string(), &format!("127.0.0.1:{ps}")]);
+    let mut client = rrq(&[&pc.to_string(), &format!("127.0.0.1:{ps}")]);
     let bare = UdpSocket::bind("127.0.0.1:0").unwrap();
     bare.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let f = frame(BCAST, mac(1), 60, 1);
@@ -339,19 +350,19 @@ fn plaintext_to_a_keyed_server_gets_nothing_through() {
     let log = server.finish();
     assert!(!log.contains("connected"), "{log}");
     // The plain client's heartbeat and frame, and the bare socket's three.
-    assert_eq!(common::drop_count(&log, "bad-auth"), 5, "{log}");
+    assert_eq!(drop_count(&log, "bad-auth"), 5, "{log}");
 }
 
 #[test]
 fn unusable_key_files_stop_the_start_naming_the_path() {
-    let keys = KeyDir::new();
-    let missing = keys.0.join("missing").to_str().unwrap().to_owned();
-    let empty = keys.file("empty", b"", 0o600);
-    let short = keys.file("short", &[7u8; 31], 0o600);
-    let dir = keys.0.join("dir");
+    let keys = Scratch::unique("keyed");
+    let missing = keys.file("missing").to_str().unwrap().to_owned();
+    let empty = keys.write("empty", b"", 0o600);
+    let short = keys.write("short", &[7u8; 31], 0o600);
+    let dir = keys.file("dir");
     std::fs::create_dir(&dir).unwrap();
     let dir = dir.to_str().unwrap().to_owned();
-    let good = keys.key("good", 6);
+    let good = keys.seeded_key("good", 6);
     let cases: &[(&str, &str)] =
         &[(&missing, "cannot open"), (&empty, "is empty"), (&short, "too short: 31 bytes"), (&dir, "is a directory")];
     for (path, why) in cases {
@@ -375,13 +386,13 @@ fn unusable_key_files_stop_the_start_naming_the_path() {
 
 #[test]
 fn a_key_file_readable_by_others_warns_and_still_works() {
-    let keys = KeyDir::new();
+    let keys = Scratch::unique("keyed");
     let content: Vec<u8> = (0..64).collect();
-    let open_key = keys.file("open", &content, 0o644);
-    let group_key = keys.file("group", &content, 0o640);
+    let open_key = keys.write("open", &content, 0o644);
+    let group_key = keys.write("group", &content, 0o640);
     let (ps, pc) = (free_port(), free_port());
-    let mut server = Rrq::spawn(&[&ps.to_string(), &format!("127.0.0.1={open_key}")]);
-    let client = Rrq::spawn(&[&pc.to_string(), &format!("127.0.0.1:{ps}={group_key}")]);
+    let mut server = rrq(&[&ps.to_string(), &format!("127.0.0.1={open_key}")]);
+    let client = rrq(&[&pc.to_string(), &format!("127.0.0.1:{ps}={group_key}")]);
     let f = frame(BCAST, mac(1), 80, 1);
     wait_for(Duration::from_secs(3), || server.log().contains("connected"));
     server.send(&f);
@@ -405,17 +416,17 @@ fn a_key_file_readable_by_others_warns_and_still_works() {
 /// frame, and frames cross between keys.
 #[test]
 fn a_flood_is_sealed_once_per_key_and_frames_cross_between_keys() {
-    let keys = KeyDir::new();
-    let k1 = keys.key("k1", 7);
-    let k1_copy = keys.file("k1-copy", &std::fs::read(&k1).unwrap(), 0o600);
-    let k2 = keys.key("k2", 8);
+    let keys = Scratch::unique("keyed");
+    let k1 = keys.seeded_key("k1", 7);
+    let k1_copy = keys.write("k1-copy", &std::fs::read(&k1).unwrap(), 0o600);
+    let k2 = keys.seeded_key("k2", 8);
     let mut a = Peer::new("127.0.0.1:0", &k1);
     let mut b = Peer::new("127.0.0.1:0", &k1);
     let mut c = Peer::new("127.0.0.1:0", &k2);
     let d = UdpSocket::bind("127.0.0.1:0").unwrap();
     d.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let ph = free_port();
-    let mut hub = Rrq::spawn(&[
+    let mut hub = rrq(&[
         &ph.to_string(),
         &format!("127.0.0.1:{}={k1}", a.port()),
         &format!("127.0.0.1:{}={k1_copy}", b.port()),
@@ -482,7 +493,7 @@ fn a_flood_is_sealed_once_per_key_and_frames_cross_between_keys() {
 
     let log = hub.finish();
     for r in ["bad-auth", "replay", "send-failed", "too-large"] {
-        assert_eq!(common::drop_count(&log, r), 0, "{r}:\n{log}");
+        assert_eq!(drop_count(&log, r), 0, "{r}:\n{log}");
     }
 }
 
@@ -491,10 +502,10 @@ fn a_flood_is_sealed_once_per_key_and_frames_cross_between_keys() {
 /// each counted under its reason, and none of them makes a remote.
 #[test]
 fn replays_reflections_stale_sessions_and_forgeries_are_dropped_and_counted() {
-    let keys = KeyDir::new();
-    let k = keys.key("k", 9);
+    let keys = Scratch::unique("keyed");
+    let k = keys.seeded_key("k", 9);
     let ph = free_port();
-    let mut hub = Rrq::spawn(&[&ph.to_string(), &format!("127.0.0.1={k}")]);
+    let mut hub = rrq(&[&ph.to_string(), &format!("127.0.0.1={k}")]);
     let mut p = Peer::new("127.0.0.1:0", &k);
 
     let f = frame(BCAST, mac(1), 100, 1);
@@ -547,10 +558,10 @@ fn replays_reflections_stale_sessions_and_forgeries_are_dropped_and_counted() {
     }
     let log = hub.finish();
     assert_eq!(log.matches("connected").count(), 1, "{log}");
-    assert_eq!(common::drop_count(&log, "replay"), 1, "{log}");
-    assert_eq!(common::drop_count(&log, "own-session"), 1, "{log}");
-    assert_eq!(common::drop_count(&log, "stale-session"), 2, "{log}");
-    assert_eq!(common::drop_count(&log, "bad-auth"), 3, "{log}");
+    assert_eq!(drop_count(&log, "replay"), 1, "{log}");
+    assert_eq!(drop_count(&log, "own-session"), 1, "{log}");
+    assert_eq!(drop_count(&log, "stale-session"), 2, "{log}");
+    assert_eq!(drop_count(&log, "bad-auth"), 3, "{log}");
 }
 
 /// A peer that restarts with a clock far ahead makes us renew our session,
@@ -558,10 +569,10 @@ fn replays_reflections_stale_sessions_and_forgeries_are_dropped_and_counted() {
 /// not (peers renewing must not make each other renew).
 #[test]
 fn a_restarted_peer_with_a_distant_clock_makes_us_renew() {
-    let keys = KeyDir::new();
-    let k = keys.key("k", 10);
+    let keys = Scratch::unique("keyed");
+    let k = keys.seeded_key("k", 10);
     let ph = free_port();
-    let mut hub = Rrq::spawn(&[&ph.to_string(), &format!("127.0.0.1={k}")]);
+    let mut hub = rrq(&[&ph.to_string(), &format!("127.0.0.1={k}")]);
     let mut p = Peer::new("127.0.0.1:0", &k);
     let hb = p.seal(&[]);
     p.send(&hb, ph);
@@ -602,15 +613,15 @@ fn keyed_multicast_pair_passes_frames() {
     if !privileged("keyed_multicast_pair_passes_frames") {
         return;
     }
-    let keys = KeyDir::new();
-    let (k, other) = (keys.key("k", 11), keys.key("other", 12));
+    let keys = Scratch::unique("keyed");
+    let (k, other) = (keys.seeded_key("k", 11), keys.seeded_key("other", 12));
     let ns = Netns::new("kmc");
     ns.ip(&["link", "set", "lo", "multicast", "on"]);
     ns.ip(&["route", "add", "224.0.0.0/4", "dev", "lo", "src", "127.0.0.1"]);
     let group = "239.1.2.4:5001";
-    let mut a = Rrq::spawn_in(Some(&ns), &["-m", &format!("{group}={k}")]);
-    let mut b = Rrq::spawn_in(Some(&ns), &["-m", &format!("{group}={k}")]);
-    let mut c = Rrq::spawn_in(Some(&ns), &["-m", &format!("{group}={other}")]);
+    let mut a = rrq_in(Some(&ns), &["-m", &format!("{group}={k}")]);
+    let mut b = rrq_in(Some(&ns), &["-m", &format!("{group}={k}")]);
+    let mut c = rrq_in(Some(&ns), &["-m", &format!("{group}={other}")]);
     let f1 = frame(BCAST, mac(1), 60, 1);
     a.send(&f1);
     b.expect(&f1, "broadcast A -> B on the keyed group");
@@ -637,8 +648,8 @@ fn keyed_multicast_pair_passes_frames() {
     let (la, lb, lc) = (a.finish(), b.finish(), c.finish());
     for log in [&la, &lb] {
         // C's frame and the plain datagram.
-        assert_eq!(common::drop_count(log, "bad-auth"), 2, "{log}");
-        assert!(common::drop_count(log, "own-multicast") > 0, "{log}");
+        assert_eq!(drop_count(log, "bad-auth"), 2, "{log}");
+        assert!(drop_count(log, "own-multicast") > 0, "{log}");
     }
-    assert!(common::drop_count(&lc, "bad-auth") >= 204, "C drops everything A and B sent:\n{lc}");
+    assert!(drop_count(&lc, "bad-auth") >= 204, "C drops everything A and B sent:\n{lc}");
 }

@@ -12,127 +12,32 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{BufRead, Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns_util::{self, counter, logs, no_ipv6, one_broadcast, pings, tcp_transfer, Logged};
+use common::scratch::Scratch;
 use common::{have_program, privileged, rrqnet_bin, veth, wait_for, Netns, Proc};
 
-/// How long a daemon gets to start and a ping to get through.
-const START: Duration = Duration::from_secs(5);
-const PING: Duration = Duration::from_secs(10);
-
 /// A scratch directory for logs, removed on drop.
-struct Scratch {
-    dir: PathBuf,
+fn scratch(tag: &str) -> Scratch {
+    Scratch::new("netns", tag)
 }
 
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("rrqnet-netns-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch { dir }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A process in a namespace whose stderr goes to a log file.
-struct Logged {
-    proc: Proc,
-    log: PathBuf,
-}
-
-impl Logged {
-    /// Starts `prog args` in `ns`, stdin and stdout on /dev/null, and waits
-    /// until its log shows `ready`.
-    fn start(ns: &Netns, dir: &Scratch, name: &str, prog: &str, args: &[&str], ready: &str) -> Logged {
-        let log = dir.file(&format!("{name}.log"));
-        let f = File::create(&log).expect("log file");
-        let mut cmd = ns.cmd(prog);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(f);
-        let l = Logged { proc: Proc::spawn(name, &mut cmd), log };
-        assert!(wait_for(START, || l.text().contains(ready)), "{name} did not start ({args:?}):\n{}", l.text());
-        l
-    }
-
-    /// `rrqnet ARGS` in `ns`, ready once its local end is open.
-    fn rrqnet(ns: &Netns, dir: &Scratch, name: &str, args: &[&str]) -> Logged {
-        let bin = rrqnet_bin();
-        Logged::start(ns, dir, name, bin.to_str().unwrap(), args, "local end:")
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// All logs, for failure messages.
-fn logs(ds: &[&Logged]) -> String {
-    ds.iter().map(|d| format!("--- {} ---\n{}", d.proc.name, d.text())).collect()
-}
-
-/// An interface name unique to this test process: `r<pid><tag><i>`, at most
-/// 15 bytes for tags of up to 6.
+/// An interface name unique to this test process: `r<pid><tag><i>`.
 fn ifname(tag: &str, i: usize) -> String {
-    let n = format!("r{}{tag}{i}", std::process::id() % 100000);
-    assert!(n.len() <= 15, "{n} is too long for an interface name");
-    n
+    netns_util::ifname("r", tag, i)
 }
 
-/// Turns IPv6 off in a namespace, for devices made after this: a quiet
-/// overlay (no router solicitations, MLD or DAD frames).
-fn no_ipv6(ns: &Netns) {
-    ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-}
-
-/// Creates tap0 in `ns` (as the manual does, `ip tuntap add`), with `addrs`,
-/// and brings it up.
+/// Creates a tap in `ns` with `addrs`, up.
 fn add_tap(ns: &Netns, name: &str, addrs: &[&str]) {
-    ns.ip(&["tuntap", "add", name, "mode", "tap"]);
-    for a in addrs {
-        let mut args = vec!["addr", "add"];
-        args.extend(a.split_whitespace());
-        args.extend(["dev", name]);
-        ns.ip(&args);
-    }
-    ns.ip(&["link", "set", name, "up"]);
-}
-
-/// Pings `addr` from `ns` until it answers or [`PING`] passes.
-fn pings(ns: &Netns, addr: &str) -> bool {
-    wait_for(PING, || ns.try_sh(&format!("ping -c1 -W1 {addr}")))
+    netns_util::add_tap(ns, name, addrs, None)
 }
 
 /// Two namespaces joined by a veth, underlay addresses given per side.
 fn pair(tag: &str, a_addr: &str, b_addr: &str) -> (Netns, Netns) {
-    let a = Netns::new(&format!("{tag}a"));
-    let b = Netns::new(&format!("{tag}b"));
-    if !a_addr.contains(':') {
-        no_ipv6(&a);
-        no_ipv6(&b);
-    }
-    let (ia, ib) = (ifname(tag, 0), ifname(tag, 1));
-    veth(&a, &ia, &b, &ib);
-    let mut args = vec!["addr", "add"];
-    args.extend(a_addr.split_whitespace());
-    args.extend(["dev", &ia]);
-    a.ip(&args);
-    let mut args = vec!["addr", "add"];
-    args.extend(b_addr.split_whitespace());
-    args.extend(["dev", &ib]);
-    b.ip(&args);
+    let (a, b, _, _) = netns_util::pair("r", tag, a_addr, b_addr, false);
     (a, b)
 }
 
@@ -214,39 +119,6 @@ while time.time() < end:
 print(ours, total)
 "#;
 
-/// A counter of an interface in a namespace.
-fn counter(ns: &Netns, ifname: &str, which: &str) -> u64 {
-    ns.sh(&format!("cat /sys/class/net/{ifname}/statistics/{which}")).trim().parse().unwrap()
-}
-
-/// Sends `bytes` random bytes over TCP from `from` to `to_addr:port` (a
-/// server in `to`), and checks they arrived whole. Returns the seconds taken.
-fn tcp_transfer(from: &Netns, to: &Netns, to_addr: &str, port: u16, bytes: usize, ds: &[&Logged]) -> f64 {
-    let mut server = Command::new("ip");
-    server
-        .args(["netns", "exec", &to.name, "python3", "-c", common::TCP_SERVER, to_addr, &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    let mut server = Proc::spawn("tcp server", &mut server);
-    let t0 = Instant::now();
-    let client = from
-        .cmd("python3")
-        .args(["-c", common::TCP_CLIENT, to_addr, &port.to_string(), &bytes.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3 client");
-    let secs = t0.elapsed().as_secs_f64();
-    assert!(client.status.success(), "TCP client failed: {}\n{}", String::from_utf8_lossy(&client.stderr), logs(ds));
-    let st = server.wait_timeout(Duration::from_secs(30)).expect("TCP server did not finish");
-    let mut got = String::new();
-    server.child.stdout.take().unwrap().read_to_string(&mut got).unwrap();
-    assert!(st.success(), "TCP server failed: {st}");
-    let sent = String::from_utf8_lossy(&client.stdout).trim().to_owned();
-    assert_eq!(got.trim(), sent, "the transfer arrived damaged (bytes and sha256, received vs sent)");
-    assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
-    secs
-}
-
 /// The manual's "simple set up (ipv4)": two hosts, taps, uplinks both ways.
 /// Ping both ways, then 20 MB of TCP arrive intact, and jumbo frames cross.
 #[test]
@@ -254,7 +126,7 @@ fn ipv4_pair_pings_and_carries_20mb_intact() {
     if !privileged("ipv4_pair_pings_and_carries_20mb_intact") || !have_program("ipv4_pair", "python3") {
         return;
     }
-    let dir = Scratch::new("pair4");
+    let dir = scratch("pair4");
     let (a, b) = pair("p4", "192.0.2.1/24", "192.0.2.2/24");
     add_tap(&a, "tap0", &["198.51.100.1/24"]);
     add_tap(&b, "tap0", &["198.51.100.2/24"]);
@@ -292,7 +164,7 @@ fn ipv6_underlay_pair_pings_both_ways() {
     if !privileged("ipv6_underlay_pair_pings_both_ways") {
         return;
     }
-    let dir = Scratch::new("pair6");
+    let dir = scratch("pair6");
     let (a, b) = pair("p6", "2001:db8::2/64 nodad", "2001:db8::1:3/64 nodad");
     add_tap(&a, "tap0", &["2001:db8:100::10/120 nodad", "198.51.100.1/24"]);
     add_tap(&b, "tap0", &["2001:db8:100::20/120 nodad", "198.51.100.2/24"]);
@@ -314,7 +186,7 @@ fn ipv4_only_socket_pair_pings_both_ways() {
     if !privileged("ipv4_only_socket_pair_pings_both_ways") {
         return;
     }
-    let dir = Scratch::new("pair4only");
+    let dir = scratch("pair4only");
     let (a, b) = pair("o4", "192.0.2.1/24", "192.0.2.2/24");
     add_tap(&a, "tap0", &["198.51.100.1/24"]);
     add_tap(&b, "tap0", &["198.51.100.2/24"]);
@@ -334,7 +206,7 @@ fn star_clients_reach_each_other_through_the_server() {
     if !privileged("star_clients_reach_each_other_through_the_server") {
         return;
     }
-    let dir = Scratch::new("star");
+    let dir = scratch("star");
     let lan = Lan::new("st", 3);
     let [s, c1, c2] = &lan.hosts[..] else { unreachable!() };
     for (i, ns) in lan.hosts.iter().enumerate() {
@@ -350,16 +222,6 @@ fn star_clients_reach_each_other_through_the_server() {
     assert!(pings(s, "198.51.100.3"), "server cannot ping client2\n{}", logs(&all));
     assert!(pings(c1, "198.51.100.1"), "client1 cannot ping the server\n{}", logs(&all));
 }
-
-/// Sends one broadcast ARP request (who has 198.51.100.99) out of tap0.
-const ONE_BROADCAST: &str = r#"
-import socket
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind(("tap0", 0))
-me = bytes.fromhex(open("/sys/class/net/tap0/address").read().strip().replace(":", ""))
-arp = bytes([0, 1, 8, 0, 6, 4, 0, 1]) + me + socket.inet_aton("198.51.100.1") + bytes(6) + socket.inet_aton("198.51.100.99")
-s.send(b"\xff" * 6 + me + b"\x08\x06" + arp)
-"#;
 
 /// How long a pair in the full mesh may take to answer. A relayed copy of
 /// a broadcast often overtakes the direct one (the first receiver relays it
@@ -381,7 +243,7 @@ fn full_mesh_of_four_pings_and_does_not_storm() {
     if !privileged("full_mesh_of_four_pings_and_does_not_storm") || !have_program("full_mesh", "python3") {
         return;
     }
-    let dir = Scratch::new("mesh");
+    let dir = scratch("mesh");
     let lan = Lan::new("me", 4);
     let mut ds = Vec::new();
     for (i, ns) in lan.hosts.iter().enumerate() {
@@ -406,7 +268,7 @@ fn full_mesh_of_four_pings_and_does_not_storm() {
 
     let taps_before: Vec<u64> = lan.hosts[1..].iter().map(|h| counter(h, "tap0", "rx_packets")).collect();
     let (ours, total) = lan.watch_underlay(1.5, || {
-        let st = lan.hosts[0].cmd("python3").args(["-c", ONE_BROADCAST]).status().expect("python3");
+        let st = lan.hosts[0].cmd("python3").args(["-c", &one_broadcast("198.51.100.1")]).status().expect("python3");
         assert!(st.success(), "could not send the broadcast");
     });
     let taps_after: Vec<u64> = lan.hosts[1..].iter().map(|h| counter(h, "tap0", "rx_packets")).collect();
@@ -469,7 +331,7 @@ fn deleted_tap_ends_the_daemon_promptly() {
     if !privileged("deleted_tap_ends_the_daemon_promptly") {
         return;
     }
-    let dir = Scratch::new("deltap");
+    let dir = scratch("deltap");
     let ns = Netns::new("del");
     no_ipv6(&ns);
     delete_tap_under_daemon(&ns, &dir, "tap0", true);
@@ -529,7 +391,7 @@ fn stdio_rrqnet_under_vde_plug_talks_to_a_tap_host() {
     {
         return;
     }
-    let dir = Scratch::new("vde");
+    let dir = scratch("vde");
     let (a, b) = pair("vd", "192.0.2.1/24", "192.0.2.2/24");
     add_tap(&a, "tapv", &["198.51.100.1/24"]);
     add_tap(&b, "tap0", &["198.51.100.2/24"]);

@@ -12,133 +12,28 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{have_program, privileged, rrqnet_bin, veth, wait_for, Netns, Proc};
-
-const START: Duration = Duration::from_secs(5);
-const PING: Duration = Duration::from_secs(10);
+use common::netns_util::{self, counter, logs, one_broadcast, pings, tcp_transfer, Logged};
+use common::scratch::Scratch;
+use common::{drop_count, have_program, privileged, Netns, Proc};
 
 /// A scratch directory for logs and key files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("rrqnet-netns-keyed-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// A 1 MiB key file, as the manual makes it (`dd if=/dev/random`), mode 0600.
-    fn key(&self, name: &str) -> String {
-        let path = self.file(name);
-        let mut content = vec![0u8; 1 << 20];
-        File::open("/dev/urandom").unwrap().read_exact(&mut content).unwrap();
-        std::fs::write(&path, &content).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
+fn scratch(tag: &str) -> Scratch {
+    Scratch::new("netns-keyed", tag)
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An rrqnet in a namespace with its stderr in a log file.
-struct Daemon {
-    proc: Proc,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// `rrqnet -vv ARGS` in `ns`, once its local end is open.
-    fn start(ns: &Netns, dir: &Scratch, name: &str, args: &[&str]) -> Daemon {
-        let log = dir.file(&format!("{name}.log"));
-        let mut cmd = ns.cmd(rrqnet_bin().to_str().unwrap());
-        cmd.arg("-vv").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(File::create(&log).unwrap());
-        let d = Daemon { proc: Proc::spawn(name, &mut cmd), log };
-        assert!(wait_for(START, || d.text().contains("local end:")), "{name} did not start ({args:?}):\n{}", d.text());
-        d
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Stops it with SIGTERM (it exits through its normal path) and returns
-    /// its whole log, statistics included.
-    fn stop(mut self) -> String {
-        self.proc.stop();
-        let log = self.text();
-        assert!(log.contains("terminated by a signal"), "{} did not exit cleanly on SIGTERM:\n{log}", self.proc.name);
-        log
-    }
-}
-
-fn logs(ds: &[&Daemon]) -> String {
-    ds.iter().map(|d| format!("--- {} ---\n{}", d.proc.name, d.text())).collect()
-}
-
-/// An interface name unique to this test process, at most 15 bytes.
-fn ifname(tag: &str, i: usize) -> String {
-    let n = format!("k{}{tag}{i}", std::process::id() % 100000);
-    assert!(n.len() <= 15, "{n} is too long for an interface name");
-    n
-}
-
-/// Two namespaces joined by a veth, with underlay addresses; IPv6 off for
-/// an IPv4 underlay (a quiet overlay). Returns them and the veth names.
+/// Two namespaces joined by a veth (names `k<pid><tag><i>`), IPv6 off for
+/// an IPv4 underlay and for the taps. Returns them and the veth names.
 fn pair(tag: &str, a_addr: &str, b_addr: &str) -> (Netns, Netns, String, String) {
-    let a = Netns::new(&format!("{tag}a"));
-    let b = Netns::new(&format!("{tag}b"));
-    let v6 = a_addr.contains(':');
-    if !v6 {
-        for ns in [&a, &b] {
-            ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-        }
-    }
-    let (ia, ib) = (ifname(tag, 0), ifname(tag, 1));
-    veth(&a, &ia, &b, &ib);
-    if v6 {
-        // The underlay keeps IPv6; the taps made after this are quiet.
-        for ns in [&a, &b] {
-            ns.sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
-        }
-    }
-    for (ns, addr, ifc) in [(&a, a_addr, &ia), (&b, b_addr, &ib)] {
-        let mut args = vec!["addr", "add"];
-        args.extend(addr.split_whitespace());
-        args.extend(["dev", ifc.as_str()]);
-        ns.ip(&args);
-    }
-    (a, b, ia, ib)
+    netns_util::pair("k", tag, a_addr, b_addr, true)
 }
 
 /// Makes tap0 in `ns` with `addr` and `mtu`, up.
 fn add_tap(ns: &Netns, addr: &str, mtu: u32) {
-    ns.ip(&["tuntap", "add", "tap0", "mode", "tap"]);
-    ns.ip(&["addr", "add", addr, "dev", "tap0"]);
-    ns.ip(&["link", "set", "tap0", "mtu", &mtu.to_string(), "up"]);
-}
-
-fn pings(ns: &Netns, addr: &str) -> bool {
-    wait_for(PING, || ns.try_sh(&format!("ping -c1 -W1 {addr}")))
-}
-
-fn counter(ns: &Netns, ifname: &str, which: &str) -> u64 {
-    ns.sh(&format!("cat /sys/class/net/{ifname}/statistics/{which}")).trim().parse().unwrap()
+    netns_util::add_tap(ns, "tap0", &[addr], Some(mtu))
 }
 
 /// A counter of `/proc/net/snmp` (IPv4, "Ip" row) or `/proc/net/snmp6`
@@ -157,32 +52,6 @@ fn frag_creates(ns: &Netns, v6: bool) -> u64 {
     }
 }
 
-/// Sends `bytes` random bytes over TCP from `from` to a server at
-/// `to_addr:port` in `to` and checks the byte count and SHA-256 on both
-/// ends. Returns the seconds taken.
-fn tcp_transfer(from: &Netns, to: &Netns, to_addr: &str, port: u16, bytes: usize, ds: &[&Daemon]) -> f64 {
-    let mut server = to.cmd("python3");
-    server.args(["-c", common::TCP_SERVER, to_addr, &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::piped());
-    let mut server = Proc::spawn("tcp server", &mut server);
-    let t0 = Instant::now();
-    let client = from
-        .cmd("python3")
-        .args(["-c", common::TCP_CLIENT, to_addr, &port.to_string(), &bytes.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3 client");
-    let secs = t0.elapsed().as_secs_f64();
-    assert!(client.status.success(), "TCP client failed: {}\n{}", String::from_utf8_lossy(&client.stderr), logs(ds));
-    let st = server.wait_timeout(Duration::from_secs(30)).expect("TCP server did not finish");
-    let mut got = String::new();
-    server.child.stdout.take().unwrap().read_to_string(&mut got).unwrap();
-    assert!(st.success(), "TCP server failed: {st}");
-    let sent = String::from_utf8_lossy(&client.stdout).trim().to_owned();
-    assert_eq!(got.trim(), sent, "the transfer arrived damaged (bytes and sha256, received vs sent)");
-    assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
-    secs
-}
-
 /// The largest ping payload that fills an IP packet of `mtu` bytes.
 fn ping_payload(mtu: u32) -> u32 {
     mtu - 20 - 8
@@ -190,7 +59,7 @@ fn ping_payload(mtu: u32) -> u32 {
 
 /// Pings with the don't-fragment bit and a packet of exactly the tap MTU,
 /// and returns how many fragments the sending host made meanwhile.
-fn full_size_ping_fragments(from: &Netns, to: &str, mtu: u32, v6_underlay: bool, ds: &[&Daemon]) -> u64 {
+fn full_size_ping_fragments(from: &Netns, to: &str, mtu: u32, v6_underlay: bool, ds: &[&Logged]) -> u64 {
     let before = frag_creates(from, v6_underlay);
     let cmd = format!("ping -c3 -i0.2 -W2 -M do -s {} {to}", ping_payload(mtu));
     assert!(from.try_sh(&cmd), "{cmd} failed at tap MTU {mtu}\n{}", logs(ds));
@@ -198,8 +67,8 @@ fn full_size_ping_fragments(from: &Netns, to: &str, mtu: u32, v6_underlay: bool,
 }
 
 fn keyed_pair_mtu(tag: &str, v6: bool) {
-    let dir = Scratch::new(tag);
-    let key = dir.key("vpn0.key");
+    let dir = scratch(tag);
+    let key = dir.random_key("vpn0.key");
     let (a_addr, b_addr, b_peer, a_peer) = if v6 {
         ("2001:db8::1/64 nodad", "2001:db8::2/64 nodad", "[2001:db8::2]:1400", "[2001:db8::/64]:1400")
     } else {
@@ -210,8 +79,8 @@ fn keyed_pair_mtu(tag: &str, v6: bool) {
     add_tap(&a, "198.51.100.1/24", mtu);
     add_tap(&b, "198.51.100.2/24", mtu);
     let (up, down) = (format!("{b_peer}={key}"), format!("{a_peer}={key}"));
-    let db = Daemon::start(&b, &dir, "server", &["-t", "tap0", "1400", &down]);
-    let da = Daemon::start(&a, &dir, "client", &["-t", "tap0", "1400", &up]);
+    let db = Logged::rrqnet(&b, &dir, "server", &["-vv", "-t", "tap0", "1400", &down]);
+    let da = Logged::rrqnet(&a, &dir, "client", &["-vv", "-t", "tap0", "1400", &up]);
     let ds = [&da, &db];
     assert!(pings(&a, "198.51.100.2"), "the client cannot ping the server\n{}", logs(&ds));
     assert!(pings(&b, "198.51.100.1"), "the server cannot ping the client\n{}", logs(&ds));
@@ -235,7 +104,7 @@ fn keyed_pair_mtu(tag: &str, v6: bool) {
     let (la, lb) = (da.stop(), db.stop());
     for log in [&la, &lb] {
         for r in ["bad-auth", "replay", "stale-session", "own-session", "too-large", "send-failed"] {
-            assert_eq!(common::drop_count(log, r), 0, "{r}:\n{log}");
+            assert_eq!(drop_count(log, r), 0, "{r}:\n{log}");
         }
     }
 }
@@ -266,13 +135,13 @@ fn keyed_pair_with_different_key_files_passes_nothing() {
     if !privileged("keyed_pair_with_different_key_files_passes_nothing") {
         return;
     }
-    let dir = Scratch::new("kdiff");
-    let (k1, k2) = (dir.key("k1"), dir.key("k2"));
+    let dir = scratch("kdiff");
+    let (k1, k2) = (dir.random_key("k1"), dir.random_key("k2"));
     let (a, b, _, _) = pair("kd", "192.0.2.1/24", "192.0.2.2/24");
     add_tap(&a, "198.51.100.1/24", 1408);
     add_tap(&b, "198.51.100.2/24", 1408);
-    let db = Daemon::start(&b, &dir, "server", &["-t", "tap0", "1400", &format!("192.0.2.0/24:1400={k2}")]);
-    let da = Daemon::start(&a, &dir, "client", &["-t", "tap0", "1400", &format!("192.0.2.2:1400={k1}")]);
+    let db = Logged::rrqnet(&b, &dir, "server", &["-vv", "-t", "tap0", "1400", &format!("192.0.2.0/24:1400={k2}")]);
+    let da = Logged::rrqnet(&a, &dir, "client", &["-vv", "-t", "tap0", "1400", &format!("192.0.2.2:1400={k1}")]);
     assert!(!a.try_sh("ping -c3 -i0.3 -W1 198.51.100.2"), "a ping crossed keys\n{}", logs(&[&da, &db]));
     assert!(!b.try_sh("ping -c2 -i0.3 -W1 198.51.100.1"), "a ping crossed keys\n{}", logs(&[&da, &db]));
     assert_eq!(counter(&b, "tap0", "rx_packets"), 0, "the server's tap got frames");
@@ -281,7 +150,7 @@ fn keyed_pair_with_different_key_files_passes_nothing() {
     let log = db.stop();
     assert!(!log.contains("connected"), "the server made a remote:\n{log}");
     // The client's heartbeat and at least its ARP requests.
-    assert!(common::drop_count(&log, "bad-auth") >= 2, "{log}");
+    assert!(drop_count(&log, "bad-auth") >= 2, "{log}");
 }
 
 /// Records, from inside a namespace, the UDP payloads arriving on an
@@ -364,12 +233,12 @@ fn captured_datagrams_sent_again_from_the_clients_address_deliver_nothing() {
     if !privileged(name) || !have_program(name, "python3") {
         return;
     }
-    let dir = Scratch::new("kreplay");
-    let key = dir.key("k");
+    let dir = scratch("kreplay");
+    let key = dir.random_key("k");
     let (a, b, _, ib) = pair("kr", "192.0.2.1/24", "192.0.2.2/24");
     add_tap(&a, "198.51.100.1/24", 1408);
     add_tap(&b, "198.51.100.2/24", 1408);
-    let db = Daemon::start(&b, &dir, "server", &["-t", "tap0", "1400", &format!("192.0.2.0/24:1400={key}")]);
+    let db = Logged::rrqnet(&b, &dir, "server", &["-vv", "-t", "tap0", "1400", &format!("192.0.2.0/24:1400={key}")]);
 
     // Capture on the server's side of the underlay from before the client starts.
     let mut cap = b.cmd("python3");
@@ -380,7 +249,7 @@ fn captured_datagrams_sent_again_from_the_clients_address_deliver_nothing() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "the capture did not start");
 
-    let da = Daemon::start(&a, &dir, "client", &["-t", "tap0", "1400", &format!("192.0.2.2:1400={key}")]);
+    let da = Logged::rrqnet(&a, &dir, "client", &["-vv", "-t", "tap0", "1400", &format!("192.0.2.2:1400={key}")]);
     assert!(pings(&a, "198.51.100.2"), "no ping\n{}", logs(&[&da, &db]));
     assert!(a.try_sh("ping -c5 -i0.2 -W1 198.51.100.2"), "pings lost\n{}", logs(&[&da, &db]));
     let mut captured = String::new();
@@ -403,19 +272,9 @@ fn captured_datagrams_sent_again_from_the_clients_address_deliver_nothing() {
     assert_eq!(back, 0, "the server answered replayed datagrams\n{}", db.text());
     assert_eq!(counter(&b, "tap0", "rx_packets"), rx_before, "replayed frames reached the server's tap");
     let log = db.stop();
-    assert_eq!(common::drop_count(&log, "replay"), n, "{log}");
-    assert_eq!(common::drop_count(&log, "bad-auth"), 0, "{log}");
+    assert_eq!(drop_count(&log, "replay"), n, "{log}");
+    assert_eq!(drop_count(&log, "bad-auth"), 0, "{log}");
 }
-
-/// Sends one broadcast ARP request (who has 198.51.100.99) out of tap0.
-const ONE_BROADCAST: &str = r#"
-import socket
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind(("tap0", 0))
-me = bytes.fromhex(open("/sys/class/net/tap0/address").read().strip().replace(":", ""))
-arp = bytes([0, 1, 8, 0, 6, 4, 0, 1]) + me + socket.inet_aton("198.51.100.2") + bytes(6) + socket.inet_aton("198.51.100.99")
-s.send(b"\xff" * 6 + me + b"\x08\x06" + arp)
-"#;
 
 /// A spoofed source inside the server's allowed prefix, without the key:
 /// plaintext frames, heartbeats and keyed-looking garbage deliver nothing
@@ -427,14 +286,14 @@ fn a_spoofed_source_inside_the_prefix_without_the_key_gets_nothing() {
     if !privileged(name) || !have_program(name, "python3") {
         return;
     }
-    let dir = Scratch::new("kspoof");
-    let key = dir.key("k");
+    let dir = scratch("kspoof");
+    let key = dir.random_key("k");
     let (a, b, ia, _) = pair("ks", "192.0.2.1/24", "192.0.2.2/24");
     a.ip(&["addr", "add", "192.0.2.3/24", "dev", &ia]);
     add_tap(&a, "198.51.100.1/24", 1408);
     add_tap(&b, "198.51.100.2/24", 1408);
-    let db = Daemon::start(&b, &dir, "server", &["-t", "tap0", "1400", &format!("192.0.2.0/24={key}")]);
-    let da = Daemon::start(&a, &dir, "client", &["-t", "tap0", "1400", &format!("192.0.2.2:1400={key}")]);
+    let db = Logged::rrqnet(&b, &dir, "server", &["-vv", "-t", "tap0", "1400", &format!("192.0.2.0/24={key}")]);
+    let da = Logged::rrqnet(&a, &dir, "client", &["-vv", "-t", "tap0", "1400", &format!("192.0.2.2:1400={key}")]);
     assert!(pings(&a, "198.51.100.2"), "no ping\n{}", logs(&[&da, &db]));
 
     // What the spoofer sends: ARP requests and a ping for the server's tap
@@ -459,7 +318,7 @@ fn a_spoofed_source_inside_the_prefix_without_the_key_gets_nothing() {
         let h = s.spawn(|| resend(&a, "192.0.2.3", 1401, "192.0.2.2", 2.0, &lines));
         std::thread::sleep(Duration::from_millis(500));
         for _ in 0..3 {
-            let st = b.cmd("python3").args(["-c", ONE_BROADCAST]).status().expect("python3");
+            let st = b.cmd("python3").args(["-c", &one_broadcast("198.51.100.2")]).status().expect("python3");
             assert!(st.success(), "could not send a broadcast");
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -478,5 +337,5 @@ fn a_spoofed_source_inside_the_prefix_without_the_key_gets_nothing() {
     let log = db.stop();
     assert!(!log.contains("192.0.2.3:1401 connected"), "the spoofed source became a remote:\n{log}");
     assert_eq!(log.matches("connected").count(), 1, "{log}");
-    assert_eq!(common::drop_count(&log, "bad-auth"), sent, "{log}");
+    assert_eq!(drop_count(&log, "bad-auth"), sent, "{log}");
 }

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::frames::frame_with;
 use common::Proc;
 
 /// A vde_switch started with `-d -p`, ended by the PID it wrote.
@@ -71,11 +72,9 @@ fn record(frame: &[u8]) -> Vec<u8> {
     r
 }
 
+/// Frames padded with `fill`.
 fn frame(dst: [u8; 6], src: [u8; 6], len: usize, fill: u8) -> Vec<u8> {
-    let mut f = [dst, src].concat();
-    f.extend_from_slice(&[0x88, 0xb5]);
-    f.resize(len, fill);
-    f
+    frame_with(dst, src, len, |_| fill)
 }
 
 #[test]

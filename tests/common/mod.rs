@@ -9,13 +9,16 @@
 
 #![allow(dead_code)]
 
+pub mod frames;
+pub mod netns_util;
+pub mod scratch;
 pub mod stdio;
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The `rrqnet` binary cargo built for these tests.
 pub fn rrqnet_bin() -> PathBuf {
@@ -233,8 +236,17 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// The count of one drop reason in a daemon's exit statistics line
-/// (`... drops: bad-auth 3, replay 2`), 0 when it is not there.
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A UDP port that was free a moment ago, on both stacks.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("[::]:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The count of one drop reason in the exit statistics line ("drops: a 1, b 2").
 pub fn drop_count(log: &str, reason: &str) -> u64 {
     let line = log.lines().rev().find(|l| l.contains("drops:")).unwrap_or_else(|| panic!("no statistics in:\n{log}"));
     let drops = line.split("drops:").nth(1).unwrap();
@@ -244,43 +256,3 @@ pub fn drop_count(log: &str, reason: &str) -> u64 {
         .find(|(name, _)| *name == reason)
         .map_or(0, |(_, n)| n.parse().unwrap())
 }
-
-/// A python3 TCP server for transfer tests: `python3 -c TCP_SERVER ADDR PORT`.
-pub const TCP_SERVER: &str = r#"
-import hashlib, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
-s.settimeout(60)
-c, _ = s.accept()
-c.settimeout(30)
-h = hashlib.sha256()
-n = 0
-while True:
-    d = c.recv(1 << 16)
-    if not d:
-        break
-    h.update(d)
-    n += len(d)
-print(n, h.hexdigest())
-"#;
-
-/// Its client: `python3 -c TCP_CLIENT ADDR PORT BYTES`.
-pub const TCP_CLIENT: &str = r#"
-import hashlib, os, socket, sys, time
-data = os.urandom(int(sys.argv[3]))
-deadline = time.time() + 10
-while True:
-    try:
-        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
-        break
-    except OSError:
-        if time.time() > deadline:
-            raise
-        time.sleep(0.1)
-s.sendall(data)
-s.shutdown(socket.SHUT_WR)
-s.recv(1)
-print(len(data), hashlib.sha256(data).hexdigest())
-"#;
