@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use common::frames::{frame, mac, BCAST};
+use common::stdio::exchange_frames;
 use common::stdio::StdioDaemon;
 use common::Proc;
 
@@ -35,40 +36,7 @@ fn pair_passes_frames(lo: &str, bracket: bool) {
     let mut b = stdio_daemon(&[&pb.to_string(), &mask]);
     let mut a = stdio_daemon(&[&pa.to_string(), &up]);
 
-    // A's broadcast reaches B (B learns A from it), B's unicast reply reaches A.
-    let hello = frame(BCAST, mac(1), 60, 1);
-    a.send(&hello);
-    b.expect(&hello, "broadcast a->b");
-    let reply = frame(mac(1), mac(2), 60, 2);
-    b.send(&reply);
-    a.expect(&reply, "unicast b->a");
-
-    for len in [60, 1514, 9000] {
-        let f = frame(mac(2), mac(1), len, len as u8);
-        a.send(&f);
-        b.expect(&f, &format!("{len}-byte frame a->b"));
-        let g = frame(mac(1), mac(2), len, 3);
-        b.send(&g);
-        a.expect(&g, &format!("{len}-byte frame b->a"));
-    }
-
-    // 1000 back to back, none lost, in order.
-    let burst: Vec<Vec<u8>> = (0..1000).map(|i| frame(mac(2), mac(1), 60 + (i * 97) % 1455, i as u8)).collect();
-    a.send_all(&burst);
-    for (i, f) in burst.iter().enumerate() {
-        match b.recv(Duration::from_secs(5)) {
-            Some(got) => assert!(&got == f, "burst frame {i} differs"),
-            None => panic!("burst: only {i} of 1000 frames arrived"),
-        }
-    }
-    let burst: Vec<Vec<u8>> = (0..1000).map(|i| frame(mac(1), mac(2), 1514, i as u8)).collect();
-    b.send_all(&burst);
-    for (i, f) in burst.iter().enumerate() {
-        match a.recv(Duration::from_secs(5)) {
-            Some(got) => assert!(&got == f, "reverse burst frame {i} differs"),
-            None => panic!("reverse burst: only {i} of 1000 frames arrived"),
-        }
-    }
+    exchange_frames(&mut a, &mut b, frame);
     a.finish();
     b.finish();
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::frames::{frame_with, mac, BCAST};
 use common::scratch::Scratch;
-use common::stdio::StdioDaemon;
+use common::stdio::{exchange_frames, StdioDaemon};
 use common::{drop_count, free_port, privileged, rrqnet_bin, unix_now, wait_for, Netns};
 use rrqnet::crypto::{
     Header, Kind, MasterKey, Opener, Sealer, SealerLimits, SessionId, Transport, DEFAULT_MAX_SESSIONS, HEADER_LEN,
@@ -162,39 +162,7 @@ fn pair_passes_frames(lo: &str, bracket: bool) {
     let mut b = rrq(&[&pb.to_string(), &mask]);
     let mut a = rrq(&[&pa.to_string(), &up]);
 
-    let hello = frame(BCAST, mac(1), 60, 1);
-    a.send(&hello);
-    b.expect(&hello, "broadcast a->b");
-    let reply = frame(mac(1), mac(2), 60, 2);
-    b.send(&reply);
-    a.expect(&reply, "unicast b->a");
-
-    for len in [60, 1514, 9000] {
-        let f = frame(mac(2), mac(1), len, len as u8);
-        a.send(&f);
-        b.expect(&f, &format!("{len}-byte frame a->b"));
-        let g = frame(mac(1), mac(2), len, 3);
-        b.send(&g);
-        a.expect(&g, &format!("{len}-byte frame b->a"));
-    }
-
-    // 1000 back to back, none lost, in order, both ways.
-    let burst: Vec<Vec<u8>> = (0..1000).map(|i| frame(mac(2), mac(1), 60 + (i * 97) % 1455, i as u8)).collect();
-    a.send_all(&burst);
-    for (i, f) in burst.iter().enumerate() {
-        match b.recv(Duration::from_secs(5)) {
-            Some(got) => assert!(&got == f, "burst frame {i} differs"),
-            None => panic!("burst: only {i} of 1000 frames arrived"),
-        }
-    }
-    let burst: Vec<Vec<u8>> = (0..1000).map(|i| frame(mac(1), mac(2), 1514, i as u8)).collect();
-    b.send_all(&burst);
-    for (i, f) in burst.iter().enumerate() {
-        match a.recv(Duration::from_secs(5)) {
-            Some(got) => assert!(&got == f, "reverse burst frame {i} differs"),
-            None => panic!("reverse burst: only {i} of 1000 frames arrived"),
-        }
-    }
+    exchange_frames(&mut a, &mut b, frame);
     let (la, lb) = (a.finish(), b.finish());
     for log in [&la, &lb] {
         for r in ["bad-auth", "replay", "stale-session", "own-session"] {

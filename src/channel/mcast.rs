@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::udp::{classify_send_error, size_buffers, SOCKET_BUFFER};
+use super::udp::{classify_send_error, recv_datagram, size_buffers, SOCKET_BUFFER};
 use super::{Channel, Rx, Tx};
 
 /// The multicast TTL, as QEMU leaves it (the kernel default): the group stays
@@ -130,22 +130,10 @@ impl Channel for McastChannel {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Rx> {
-        loop {
-            return match self.rx.recv_from(buf) {
-                Ok((len, from)) => Ok(Rx::Packet { len, from: Some(from) }),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Rx::Idle),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH)
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => Err(e),
-            };
-        }
+        Ok(match recv_datagram(&self.rx, buf)? {
+            Some((len, from)) => Rx::Packet { len, from: Some(from) },
+            None => Rx::Idle,
+        })
     }
 
     /// Sends one datagram to the group; `to` is ignored.

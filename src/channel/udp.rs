@@ -76,6 +76,23 @@ impl UdpChannel {
     }
 }
 
+/// Receives one datagram without blocking: `None` when there is none.
+/// Interruptions and ICMP errors queued on the socket (port unreachable after
+/// a send) are not fatal and are passed over.
+pub fn recv_datagram(sock: &mio::net::UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+    loop {
+        return match sock.recv_from(buf) {
+            Ok(got) => Ok(Some(got)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH)) => {
+                continue
+            }
+            Err(e) => Err(e),
+        };
+    }
+}
+
 /// Maps a send error to what it means for one datagram.
 pub fn classify_send_error(e: io::Error) -> io::Result<Tx> {
     match e.kind() {
@@ -97,24 +114,10 @@ impl Channel for UdpChannel {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Rx> {
-        loop {
-            return match self.sock.recv_from(buf) {
-                Ok((len, from)) => Ok(Rx::Packet { len, from: Some(canonical(from)) }),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Rx::Idle),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP errors queued on the socket (port unreachable after a
-                // send) surface here; they are not fatal.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH)
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => Err(e),
-            };
-        }
+        Ok(match recv_datagram(&self.sock, buf)? {
+            Some((len, from)) => Rx::Packet { len, from: Some(canonical(from)) },
+            None => Rx::Idle,
+        })
     }
 
     fn send(&mut self, to: Option<SocketAddr>, payload: &[u8]) -> io::Result<Tx> {
