@@ -1,11 +1,19 @@
-//! The few system calls std and mio do not wrap. This is the one module
-//! allowed unsafe code; each block says why it is sound.
+//! The few system calls that std, mio, socket2 and libc's constants do not
+//! wrap: the pipe size of stdout, forced socket buffer sizes, and batched
+//! UDP I/O (`recvmmsg`/`sendmmsg` with `UDP_SEGMENT` and `UDP_GRO`). This is
+//! the one module allowed unsafe code; each block says why it is sound.
+//! Addresses are converted by socket2; signals come through
+//! signal-hook-mio, not from here.
 
 #![allow(unsafe_code)]
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use socket2::{SockAddr, SockAddrStorage};
+
+use crate::plan::Datagram;
 
 /// Sets the capacity of the pipe behind `fd` (`F_SETPIPE_SZ`), returning the
 /// size the kernel chose.
@@ -37,41 +45,6 @@ pub fn close_stdin_stdout() -> io::Result<()> {
     Ok(())
 }
 
-static TERMINATE: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_terminate(_signal: libc::c_int) {
-    // An atomic store is async-signal-safe.
-    TERMINATE.store(true, Ordering::Relaxed);
-}
-
-/// Makes SIGTERM and SIGINT set a flag ([`termination_requested`]) instead of
-/// ending the process, so the daemon leaves through its normal exit (the
-/// statistics logged, queued output flushed). Without `SA_RESTART`, so a
-/// blocked `epoll_wait` returns at once with `EINTR`.
-pub fn catch_termination() -> io::Result<()> {
-    for signal in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: an all-zero sigaction is a valid value (no flags, empty
-        // mask); sigemptyset writes only into the local; the handler is an
-        // extern "C" fn that does one atomic store, which is
-        // async-signal-safe; sigaction copies the struct and keeps no pointer.
-        let r = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(signal, &sa, std::ptr::null_mut())
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// True once SIGTERM or SIGINT arrived (after [`catch_termination`]).
-pub fn termination_requested() -> bool {
-    TERMINATE.load(Ordering::Relaxed)
-}
-
 /// Sets a socket buffer past `rmem_max`/`wmem_max` (`SO_RCVBUFFORCE` or
 /// `SO_SNDBUFFORCE`); needs CAP_NET_ADMIN, so callers fall back on failure.
 pub fn set_buffer_force(sock: &impl AsRawFd, option: libc::c_int, bytes: usize) -> io::Result<()> {
@@ -99,7 +72,10 @@ pub fn set_buffer_force(sock: &impl AsRawFd, option: libc::c_int, bytes: usize) 
 pub struct Mmsg {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
-    addrs: Vec<libc::sockaddr_storage>,
+    /// Where `recvmmsg` writes each source.
+    sources: Vec<SockAddrStorage>,
+    /// Each destination of a `sendmmsg`, as the kernel reads it.
+    dests: Vec<SockAddr>,
     /// One control message per header, for `UDP_SEGMENT` (8-byte aligned).
     cmsgs: Vec<[u64; 4]>,
     /// Datagrams in each header of the call under way.
@@ -109,8 +85,6 @@ pub struct Mmsg {
     gso: bool,
 }
 
-/// `UDP_SEGMENT` (linux/udp.h): the datagram size for a segmented send.
-const UDP_SEGMENT: libc::c_int = 103;
 /// Most datagrams in one segmented send (the kernel's `UDP_MAX_SEGMENTS`).
 const GSO_MAX_SEGMENTS: usize = 64;
 /// Most bytes in one segmented send.
@@ -130,14 +104,15 @@ impl std::fmt::Debug for Mmsg {
 impl Mmsg {
     /// Room for batches of up to `n` datagrams.
     pub fn new(n: usize) -> Self {
-        // SAFETY: mmsghdr, iovec and sockaddr_storage are plain C structs for
-        // which all-zero bytes is a valid value.
+        // SAFETY: mmsghdr is a plain C struct for which all-zero bytes is a
+        // valid value.
         let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let unspecified = SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0)));
         Mmsg {
             hdrs: vec![zero_hdr; n],
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; n],
-            addrs: vec![zero_addr; n],
+            sources: (0..n).map(|_| SockAddrStorage::zeroed()).collect(),
+            dests: vec![unspecified; n],
             cmsgs: vec![[0u64; 4]; n],
             counts: vec![0; n],
             gso: true,
@@ -168,8 +143,8 @@ impl Mmsg {
             let buf = &mut store[i * slot + offset..(i + 1) * slot];
             self.iovs[i] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
             let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_name = (&mut self.sources[i] as *mut SockAddrStorage).cast();
+            h.msg_hdr.msg_namelen = self.sources[i].size_of();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
@@ -193,10 +168,14 @@ impl Mmsg {
             return Err(io::Error::last_os_error());
         }
         let got = r as usize;
-        for ((m, h), addr) in meta.iter_mut().zip(&self.hdrs).zip(&self.addrs).take(got) {
+        for ((m, h), addr) in meta.iter_mut().zip(&self.hdrs).zip(&self.sources).take(got) {
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let len = if truncated { usize::MAX } else { h.msg_len as usize };
-            *m = RecvMeta { len, from: sockaddr_to_std(addr, h.msg_hdr.msg_namelen), segment: gro_segment(&h.msg_hdr) };
+            // SAFETY: SockAddrStorage is plain data with no Drop, so a bitwise
+            // copy is a valid value; the kernel wrote msg_namelen bytes of a
+            // socket address into it, which is what SockAddr::new requires.
+            let from = unsafe { SockAddr::new(std::ptr::read(addr), h.msg_hdr.msg_namelen) }.as_socket();
+            *m = RecvMeta { len, from, segment: gro_segment(&h.msg_hdr) };
         }
         Ok(got)
     }
@@ -206,8 +185,9 @@ impl Mmsg {
         self.gso = on;
     }
 
-    /// Sends `msgs` (a range of `arena`, destination) without blocking, as
-    /// many per system call as fit. Runs of datagrams to one peer whose
+    /// Sends `msgs` (ranges of `arena`, each to its destination passed
+    /// through `map`) without blocking, as many per system call as fit; a
+    /// datagram without a destination is not sent. Runs of datagrams to one peer whose
     /// sizes are equal (the last may be shorter) go out as one segmented
     /// send when the kernel allows it: one pass through the stack for up to
     /// [`GSO_MAX_SEGMENTS`] datagrams, the same datagrams on the wire.
@@ -218,23 +198,30 @@ impl Mmsg {
         &mut self,
         fd: &impl AsRawFd,
         arena: &[u8],
-        msgs: &[(std::ops::Range<usize>, std::net::SocketAddr)],
+        msgs: &[Datagram],
+        map: impl Fn(SocketAddr) -> SocketAddr,
     ) -> io::Result<(usize, usize)> {
         let mut sent = 0;
         let mut failed = 0;
         let mut at = 0;
         while at < msgs.len() {
+            if msgs[at].to.is_none() {
+                failed += 1;
+                at += 1;
+                continue;
+            }
             let first = at;
             let (mut h, mut iov) = (0, 0);
             while h < self.hdrs.len() && at < msgs.len() && iov < self.iovs.len() {
-                let (r0, to) = &msgs[at];
+                let Datagram { range: r0, to } = &msgs[at];
+                let Some(to) = *to else { break };
                 let size = r0.len();
                 let mut n = 1;
                 let mut total = size;
                 if self.gso && size > 0 {
                     while at + n < msgs.len() && n < GSO_MAX_SEGMENTS && iov + n < self.iovs.len() {
-                        let (r, t) = &msgs[at + n];
-                        if t != to || r.is_empty() || r.len() > size || total + r.len() > GSO_MAX_BYTES {
+                        let Datagram { range: r, to: t } = &msgs[at + n];
+                        if *t != Some(to) || r.is_empty() || r.len() > size || total + r.len() > GSO_MAX_BYTES {
                             break;
                         }
                         n += 1;
@@ -245,15 +232,16 @@ impl Mmsg {
                     }
                 }
                 for k in 0..n {
-                    let range = msgs[at + k].0.clone();
+                    let range = msgs[at + k].range.clone();
                     let payload = &arena[range];
                     self.iovs[iov + k] =
                         libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
                 }
-                let namelen = std_to_sockaddr(*to, &mut self.addrs[h]);
+                self.dests[h] = SockAddr::from(map(to));
                 let hdr = &mut self.hdrs[h].msg_hdr;
-                hdr.msg_name = (&mut self.addrs[h] as *mut libc::sockaddr_storage).cast();
-                hdr.msg_namelen = namelen;
+                // The kernel only reads a sendmmsg destination.
+                hdr.msg_name = self.dests[h].as_ptr() as *mut libc::c_void;
+                hdr.msg_namelen = self.dests[h].len();
                 hdr.msg_iov = &mut self.iovs[iov];
                 hdr.msg_iovlen = n;
                 hdr.msg_flags = 0;
@@ -310,15 +298,11 @@ pub struct RecvMeta {
     /// Bytes received (`usize::MAX` if they were cut).
     pub len: usize,
     /// The source.
-    pub from: Option<std::net::SocketAddr>,
+    pub from: Option<SocketAddr>,
     /// With `UDP_GRO`: the size of each of the coalesced datagrams the
     /// message holds (the last may be shorter); 0 for one datagram.
     pub segment: usize,
 }
-
-/// `UDP_GRO` (linux/udp.h): receive runs of datagrams from one peer
-/// coalesced, with their size in a control message.
-const UDP_GRO: libc::c_int = 104;
 
 /// Asks the kernel to coalesce received datagrams (`UDP_GRO`); each message
 /// then says its segment size in [`RecvMeta::segment`].
@@ -329,7 +313,7 @@ pub fn enable_udp_gro(sock: &impl AsRawFd) -> io::Result<()> {
         libc::setsockopt(
             sock.as_raw_fd(),
             libc::SOL_UDP,
-            UDP_GRO,
+            libc::UDP_GRO,
             (&on as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -352,7 +336,7 @@ fn gro_segment(hdr: &libc::msghdr) -> usize {
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(hdr);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
                 let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
                 return usize::try_from(size).unwrap_or(0);
             }
@@ -373,54 +357,9 @@ fn set_segment_cmsg(hdr: &mut libc::msghdr, space: &mut [u64; 4], size: u16) {
     unsafe {
         let c = libc::CMSG_FIRSTHDR(hdr);
         (*c).cmsg_level = libc::SOL_UDP;
-        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
         (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as libc::c_uint) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
-    }
-}
-
-fn sockaddr_to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<std::net::SocketAddr> {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    match ss.ss_family as libc::c_int {
-        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and
-            // sockaddr_storage is large and aligned enough for it.
-            let a: &libc::sockaddr_in = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
-        }
-        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a: &libc::sockaddr_in6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
-        }
-        _ => None,
-    }
-}
-
-fn std_to_sockaddr(addr: std::net::SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        std::net::SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for a
-            // sockaddr_in, and we hold it exclusively.
-            let sin: &mut libc::sockaddr_in = unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr { s_addr: u32::from(*a.ip()).to_be() };
-            sin.sin_zero = [0; 8];
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        std::net::SocketAddr::V6(a) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6: &mut libc::sockaddr_in6 = unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
-            sin6.sin6_scope_id = a.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
     }
 }
 
@@ -440,11 +379,11 @@ mod tests {
             let mut msgs = Vec::new();
             let mut at = 0;
             for p in &payloads {
-                msgs.push((at..at + p.len(), to));
+                msgs.push(Datagram { range: at..at + p.len(), to: Some(to) });
                 at += p.len();
             }
             let mut m = Mmsg::new(3);
-            assert_eq!(m.send(&tx, &arena, &msgs).unwrap(), (5, 0));
+            assert_eq!(m.send(&tx, &arena, &msgs, |a| a).unwrap(), (5, 0));
             let mut store = vec![0u8; 2048 * 8];
             let mut meta = vec![RecvMeta::default(); 8];
             let mut got = Vec::new();
@@ -493,12 +432,14 @@ mod tests {
             let mut msgs = Vec::new();
             let mut at = 0;
             for (p, to) in &payloads {
-                msgs.push((at..at + p.len(), *to));
+                msgs.push(Datagram { range: at..at + p.len(), to: Some(*to) });
                 at += p.len();
             }
+            // A datagram without a destination is counted, not sent.
+            msgs.push(Datagram { range: 0..10, to: None });
             let mut m = Mmsg::new(128);
             m.set_gso(gso);
-            assert_eq!(m.send(&tx, &arena, &msgs).unwrap(), (payloads.len(), 0));
+            assert_eq!(m.send(&tx, &arena, &msgs, |a| a).unwrap(), (payloads.len(), 1));
             let mut buf = [0u8; 4096];
             for (p, to) in &payloads {
                 let sock = if *to == rx.local_addr().unwrap() { &rx } else { &other };

@@ -1,31 +1,41 @@
-//! Buffers for batched UDP I/O, allocated once at start.
+//! Receive buffers, allocated once at start and shared by every channel.
 //!
 //! [`RxPool`] holds `-B` receive slots. Each slot has [`HEADROOM`] bytes
-//! before the payload and [`TAILROOM`] after it, so a frame read into it can
-//! be sealed in place (header in front, tag behind) without a copy, and a
-//! datagram opened in place leaves its frame with that headroom. One
-//! `recvmmsg` fills many slots.
-//!
-//! [`TxQueue`] is where outgoing UDP datagrams are assembled: a frame is
-//! copied in once per distinct key (the one copy on the hot path), sealed
-//! there if keyed, and queued for every remote that gets those bytes. The
-//! queue goes out with `sendmmsg`, as many datagrams per system call as the
-//! batch holds.
+//! before the payload and [`TAILROOM`] after it, so the payload area of any
+//! slot can take the largest datagram, and a keyed datagram opened in place
+//! leaves its frame inside the slot. One `recvmmsg` fills many slots; channels
+//! that read one payload per system call (the tap, stdio, the group) fill
+//! them one by one with [`RxPool::fill_each`]. The shell serves one channel
+//! at a time and hands every payload to the node before the pool is reused.
 
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 
-use super::MAX_PAYLOAD;
+use super::{Rx, MAX_PAYLOAD};
 use crate::sys::{Mmsg, RecvMeta};
 
-/// Bytes before each payload: room for the transport header.
-pub const HEADROOM: usize = crate::crypto::HEADER_LEN;
-/// Bytes after each payload: room for the transport tag.
-pub const TAILROOM: usize = crate::crypto::TAG_LEN;
+pub use crate::plan::{HEADROOM, TAILROOM};
+
 /// One receive slot.
 pub const SLOT: usize = HEADROOM + MAX_PAYLOAD + TAILROOM;
+
+/// What one read of a single-payload channel gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOne {
+    /// A payload of `len` bytes (more than the buffer if it was cut).
+    Got {
+        /// Its length as the kernel reported it.
+        len: usize,
+        /// Its source, on a channel with many peers.
+        from: Option<SocketAddr>,
+    },
+    /// Nothing more right now.
+    Empty,
+    /// The channel ended.
+    Closed,
+}
 
 /// Receive slots and their `recvmmsg` headers.
 pub struct RxPool {
@@ -58,16 +68,46 @@ impl RxPool {
     }
 
     /// Receives up to a batch of datagrams from `sock` into the slots'
-    /// payload areas; `Ok(0)` when none is waiting.
-    pub fn recv_from(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
+    /// payload areas, each source passed through `map`; `Ok(0)` when none
+    /// is waiting. ICMP errors queued on the socket are passed over.
+    pub fn recv_from(&mut self, sock: &impl AsRawFd, map: impl Fn(SocketAddr) -> SocketAddr) -> io::Result<usize> {
         loop {
             return match self.mmsg.recv(sock, &mut self.store, SLOT, HEADROOM, &mut self.meta) {
-                Ok(n) => Ok(n),
+                Ok(n) => {
+                    for m in &mut self.meta[..n] {
+                        m.from = m.from.map(&map);
+                    }
+                    Ok(n)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_icmp_error(&e) => continue,
                 Err(e) => Err(e),
             };
         }
+    }
+
+    /// Fills slots one at a time with `read`, which gets a slot's payload
+    /// area of [`MAX_PAYLOAD`] bytes, until it reports nothing more or every
+    /// slot is full. A payload longer than the area was cut and is marked
+    /// so ([`RecvMeta::len`] is `usize::MAX`).
+    pub fn fill_each(&mut self, mut read: impl FnMut(&mut [u8]) -> io::Result<ReadOne>) -> io::Result<Rx> {
+        let mut count = 0;
+        while count < self.meta.len() {
+            let area = &mut self.store[count * SLOT + HEADROOM..count * SLOT + HEADROOM + MAX_PAYLOAD];
+            match read(area)? {
+                ReadOne::Got { len, from } => {
+                    let len = if len > MAX_PAYLOAD { usize::MAX } else { len };
+                    self.meta[count] = RecvMeta { len, from, segment: 0 };
+                    count += 1;
+                }
+                ReadOne::Empty => return Ok(Rx::Batch { count, drained: true }),
+                ReadOne::Closed if count == 0 => return Ok(Rx::Closed),
+                // What was read is served first; the next call says closed.
+                ReadOne::Closed => return Ok(Rx::Batch { count, drained: false }),
+            }
+        }
+        Ok(Rx::Batch { count, drained: false })
     }
 
     /// What slot `i` holds: its length (`usize::MAX` if it was cut), its
@@ -83,228 +123,120 @@ impl RxPool {
     }
 }
 
-/// Outgoing UDP datagrams, assembled in one arena and sent together.
-pub struct TxQueue {
-    arena: Box<[u8]>,
-    used: usize,
-    msgs: Vec<(Range<usize>, SocketAddr)>,
-    max_msgs: usize,
-    mmsg: Mmsg,
+/// Whether a receive error is an ICMP error queued on the socket (a port
+/// unreachable after one of our sends): not a failure of the channel.
+pub fn is_icmp_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH))
 }
 
-impl std::fmt::Debug for TxQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TxQueue({} queued, {} bytes)", self.msgs.len(), self.used)
-    }
-}
-
-impl TxQueue {
-    /// A queue of up to `max_msgs` datagrams in an arena of `bytes` bytes
-    /// (at least room for one largest datagram).
-    pub fn new(bytes: usize, max_msgs: usize) -> Self {
-        let bytes = bytes.max(SLOT);
-        let max_msgs = max_msgs.max(1);
-        TxQueue {
-            arena: vec![0u8; bytes].into_boxed_slice(),
-            used: 0,
-            msgs: Vec::with_capacity(max_msgs),
-            max_msgs,
-            mmsg: Mmsg::new(max_msgs.min(1024)),
-        }
+impl RecvMeta {
+    /// The payloads in a slot, as ranges of [`RxPool::slot_mut`]: one (an
+    /// empty datagram too), or with `UDP_GRO` a run of them from one peer,
+    /// each `segment` bytes but the last. Nothing for a payload that was cut.
+    pub fn payloads(&self) -> impl Iterator<Item = Range<usize>> {
+        let (len, step) = (self.len, if self.segment == 0 { self.len } else { self.segment });
+        // An empty datagram is one payload (a heartbeat); a cut one is none.
+        let count = match len {
+            usize::MAX => 0,
+            0 => 1,
+            _ => len.div_ceil(step),
+        };
+        (0..count).map(move |k| HEADROOM + k * step..HEADROOM + ((k + 1) * step).min(len))
     }
 
-    /// True when nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
-    }
-
-    /// Whether a datagram of up to `len` bytes and `dests` more destinations
-    /// fit without a flush first.
-    pub fn has_room(&self, len: usize, dests: usize) -> bool {
-        self.used + len <= self.arena.len() && self.msgs.len() + dests <= self.max_msgs
-    }
-
-    /// Copies `payload` into the arena after [`HEADROOM`] bytes, leaving
-    /// [`TAILROOM`] after it. Returns the start of the entry; the caller may
-    /// seal the entry in place with [`TxQueue::entry_mut`]. The caller checks
-    /// [`TxQueue::has_room`] first.
-    pub fn push_frame(&mut self, payload: &[u8]) -> usize {
-        let start = self.used;
-        let total = HEADROOM + payload.len() + TAILROOM;
-        self.arena[start + HEADROOM..start + HEADROOM + payload.len()].copy_from_slice(payload);
-        self.used += total;
-        start
-    }
-
-    /// Bytes of the arena, as queued.
-    pub fn bytes(&self, range: Range<usize>) -> &[u8] {
-        &self.arena[range]
-    }
-
-    /// The entry that starts at `start`, `HEADROOM + len + TAILROOM` bytes.
-    pub fn entry_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
-        &mut self.arena[start..start + HEADROOM + len + TAILROOM]
-    }
-
-    /// Copies `bytes` into the arena as they are; returns where they are.
-    /// The caller checks [`TxQueue::has_room`] first.
-    pub fn push_bytes(&mut self, bytes: &[u8]) -> Range<usize> {
-        let start = self.used;
-        self.arena[start..start + bytes.len()].copy_from_slice(bytes);
-        self.used += bytes.len();
-        start..self.used
-    }
-
-    /// Queues `range` (absolute in the arena) for `to`. False, queueing
-    /// nothing, when the batch is full: flush and try again.
-    pub fn push_dest(&mut self, range: Range<usize>, to: SocketAddr) -> bool {
-        if self.msgs.len() >= self.max_msgs {
-            return false;
-        }
-        self.msgs.push((range, to));
-        true
-    }
-
-    /// Sends everything queued on `sock` (each destination passed through
-    /// `map` first) and empties the queue. Returns how many datagrams went
-    /// and how many did not.
-    pub fn flush(&mut self, sock: &impl AsRawFd, map: impl Fn(SocketAddr) -> SocketAddr) -> io::Result<(usize, usize)> {
-        if self.msgs.is_empty() {
-            self.used = 0;
-            return Ok((0, 0));
-        }
-        for m in self.msgs.iter_mut() {
-            m.1 = map(m.1);
-        }
-        let r = self.mmsg.send(sock, &self.arena, &self.msgs);
-        self.msgs.clear();
-        self.used = 0;
-        r
-    }
-
-    /// Like [`TxQueue::flush`], but keeps the bytes at `keep` (moved to the
-    /// start of the arena) for more destinations; returns their new range.
-    /// For a datagram with more destinations than one batch holds.
-    pub fn flush_keeping(
-        &mut self,
-        sock: &impl AsRawFd,
-        map: impl Fn(SocketAddr) -> SocketAddr,
-        keep: Range<usize>,
-    ) -> (io::Result<(usize, usize)>, Range<usize>) {
-        let r = self.flush(sock, map);
-        let len = keep.len();
-        self.arena.copy_within(keep, 0);
-        self.used = len;
-        (r, 0..len)
+    /// Whether the payload was longer than the slot and was cut.
+    pub fn truncated(&self) -> bool {
+        self.len == usize::MAX
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::udp::UdpChannel;
+    use crate::channel::Channel;
+    use crate::plan::Plan;
     use std::net::UdpSocket;
+    use std::time::Duration;
 
-    #[test]
-    fn pool_and_queue_round_trip() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = rx.local_addr().unwrap();
-        let mut q = TxQueue::new(4 * SLOT, 8);
-        let frames: Vec<Vec<u8>> = (0..6).map(|i| vec![i as u8 + 1; 60 + i * 300]).collect();
-        for f in &frames {
-            assert!(q.has_room(HEADROOM + f.len() + TAILROOM, 1));
-            let start = q.push_frame(f);
-            assert!(q.push_dest(start + HEADROOM..start + HEADROOM + f.len(), to));
-        }
-        assert_eq!(q.flush(&tx, |a| a).unwrap(), (6, 0));
-        assert!(q.is_empty());
-        let mut pool = RxPool::new(4);
+    /// Receives from `chan` until `want` payloads arrived (or 100 tries),
+    /// splitting coalesced slots; also says whether any slot held several.
+    fn recv_payloads(chan: &mut UdpChannel, pool: &mut RxPool, want: usize) -> (Vec<(SocketAddr, Vec<u8>)>, bool) {
         let mut got = Vec::new();
+        let mut coalesced = false;
         for _ in 0..100 {
-            let n = pool.recv_from(&rx).unwrap();
-            for i in 0..n {
+            let Rx::Batch { count, .. } = chan.recv_batch(pool).unwrap() else { panic!("closed") };
+            for i in 0..count {
                 let m = pool.meta(i);
-                assert_eq!(m.from, Some(tx.local_addr().unwrap()));
-                got.push(pool.slot_mut(i)[HEADROOM..HEADROOM + m.len].to_vec());
+                coalesced |= m.payloads().count() > 1;
+                for r in m.payloads() {
+                    got.push((m.from.unwrap(), pool.slot_mut(i)[r].to_vec()));
+                }
             }
-            if got.len() == frames.len() {
+            if got.len() >= want {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(got, frames);
+        (got, coalesced)
     }
 
     #[test]
-    fn flush_keeping_keeps_one_datagram_for_more_destinations() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = rx.local_addr().unwrap();
-        let mut q = TxQueue::new(SLOT, 2);
-        let first = q.push_bytes(b"first datagram");
-        assert!(q.push_dest(first, to));
-        let keep = q.push_bytes(b"kept for many");
-        assert!(q.push_dest(keep.clone(), to));
-        assert!(!q.push_dest(keep.clone(), to), "the batch holds two");
-        let (r, kept) = q.flush_keeping(&tx, |a| a, keep);
-        assert_eq!(r.unwrap(), (2, 0));
-        assert!(q.push_dest(kept, to));
-        assert_eq!(q.flush(&tx, |a| a).unwrap(), (1, 0));
-        let mut buf = [0u8; 64];
-        let got: Vec<Vec<u8>> = (0..3)
-            .map(|_| {
-                let n = rx.recv(&mut buf).unwrap();
-                buf[..n].to_vec()
-            })
-            .collect();
-        assert_eq!(got, [b"first datagram".to_vec(), b"kept for many".to_vec(), b"kept for many".to_vec()]);
+    fn planned_datagrams_cross_a_udp_channel_whole() {
+        let mut rx = UdpChannel::bind(0, true, 8).unwrap();
+        let to: SocketAddr = SocketAddr::from(([127, 0, 0, 1], rx.local_addr().unwrap().port()));
+        let mut tx = UdpChannel::bind(0, true, 8).unwrap();
+        let from = SocketAddr::from(([127, 0, 0, 1], tx.local_addr().unwrap().port()));
+        let mut plan = Plan::new(1, 1 << 20, 64);
+        let frames: Vec<Vec<u8>> = (0..6).map(|i| vec![i as u8 + 1; 60 + i * 300]).collect();
+        for f in &frames {
+            let start = plan.push_frame(f);
+            plan.queue(0, start + HEADROOM..start + HEADROOM + f.len(), Some(to));
+        }
+        let r = tx.send_batch(plan.arena(), plan.queued(0)).unwrap();
+        assert_eq!(r, crate::plan::SendReport { sent: 6, failed: 0, too_large: 0 });
+        let mut pool = RxPool::new(4);
+        let (got, _) = recv_payloads(&mut rx, &mut pool, frames.len());
+        let want: Vec<_> = frames.iter().map(|f| (from, f.clone())).collect();
+        assert_eq!(got, want, "sources in canonical (unmapped) form, payloads whole");
     }
 
     #[test]
     fn segmented_send_and_coalesced_receive_keep_every_datagram() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        crate::sys::enable_udp_gro(&rx).unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = rx.local_addr().unwrap();
-        let mut q = TxQueue::new(64 * 2048, 64);
+        let mut rx = UdpChannel::bind(0, true, 64).unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 1], rx.local_addr().unwrap().port()));
+        let mut tx = UdpChannel::bind(0, true, 64).unwrap();
+        let mut plan = Plan::new(1, 1 << 20, 64);
         let frames: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; if i == 19 { 77 } else { 1200 }]).collect();
         for f in &frames {
-            let r = q.push_bytes(f);
-            assert!(q.push_dest(r, to));
+            let r = plan.push_bytes(f);
+            plan.queue(0, r, Some(to));
         }
-        assert_eq!(q.flush(&tx, |a| a).unwrap(), (20, 0));
+        assert_eq!(tx.send_batch(plan.arena(), plan.queued(0)).unwrap().sent, 20);
         let mut pool = RxPool::new(4);
-        let mut got = Vec::new();
-        let mut coalesced = false;
-        for _ in 0..100 {
-            let n = pool.recv_from(&rx).unwrap();
-            for i in 0..n {
-                let m = pool.meta(i);
-                let seg = if m.segment == 0 { m.len } else { m.segment };
-                coalesced |= m.segment != 0 && m.len > m.segment;
-                let slot = pool.slot_mut(i);
-                let mut at = 0;
-                while at < m.len {
-                    let end = (at + seg).min(m.len);
-                    got.push(slot[HEADROOM + at..HEADROOM + end].to_vec());
-                    at = end;
-                }
-            }
-            if got.len() >= frames.len() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!(got, frames);
+        let (got, coalesced) = recv_payloads(&mut rx, &mut pool, frames.len());
+        assert_eq!(got.into_iter().map(|(_, p)| p).collect::<Vec<_>>(), frames);
         assert!(coalesced, "a segmented send to a UDP_GRO socket arrives as one message");
     }
 
     #[test]
-    fn queue_room_is_bounded() {
-        let q = TxQueue::new(SLOT, 2);
-        assert!(q.has_room(SLOT, 2));
-        assert!(!q.has_room(SLOT + 1, 1));
-        assert!(!q.has_room(10, 3));
+    fn empty_datagrams_are_one_payload_and_cut_ones_none() {
+        let empty = RecvMeta { len: 0, from: None, segment: 0 };
+        assert_eq!(empty.payloads().collect::<Vec<_>>(), vec![HEADROOM..HEADROOM]);
+        let cut = RecvMeta { len: usize::MAX, from: None, segment: 0 };
+        assert!(cut.truncated() && cut.payloads().next().is_none());
+        let run = RecvMeta { len: 25, from: None, segment: 10 };
+        let want = [HEADROOM..HEADROOM + 10, HEADROOM + 10..HEADROOM + 20, HEADROOM + 20..HEADROOM + 25];
+        assert_eq!(run.payloads().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn an_empty_udp_datagram_is_received() {
+        let mut rx = UdpChannel::bind(0, true, 4).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(&[], ("127.0.0.1", rx.local_addr().unwrap().port())).unwrap();
+        let mut pool = RxPool::new(4);
+        let (got, _) = recv_payloads(&mut rx, &mut pool, 1);
+        assert_eq!(got, vec![(peer.local_addr().unwrap(), vec![])]);
     }
 }

@@ -11,9 +11,9 @@
 //! We send from a second socket on an ephemeral port, connected to
 //! group:port. Connecting fixes the source address the kernel uses (the
 //! address of the interface the group is routed through), so the source our
-//! looped-back datagrams carry is exactly that socket's local address: that is
-//! how [`McastChannel::is_own`] recognises our own traffic heard back, without
-//! a per-packet lookup. A connected UDP socket also accepts nothing but
+//! looped-back datagrams carry is exactly that socket's local address
+//! ([`McastChannel::own_addr`]): that is how the node recognises our own
+//! traffic heard back, without a per-packet lookup. A connected UDP socket also accepts nothing but
 //! datagrams from group:port, which no one sends from, so its receive queue
 //! never fills.
 
@@ -23,8 +23,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::udp::{classify_send_error, recv_datagram, size_buffers, SOCKET_BUFFER};
-use super::{Channel, Rx, Tx};
+use super::batch::RxPool;
+use super::udp::{count_send_error, recv_datagram, size_buffers, SOCKET_BUFFER};
+use super::{Channel, Datagram, Rx, SendReport};
 
 /// The multicast TTL, as QEMU leaves it (the kernel default): the group stays
 /// on the local link.
@@ -112,12 +113,6 @@ impl McastChannel {
     pub fn own_addr(&self) -> SocketAddr {
         self.own
     }
-
-    /// True when a datagram from `from` is one of ours, heard back because
-    /// the loop is on.
-    pub fn is_own(&self, from: SocketAddr) -> bool {
-        from == self.own
-    }
 }
 
 impl Channel for McastChannel {
@@ -129,18 +124,20 @@ impl Channel for McastChannel {
         registry.register(&mut self.rx, token, Interest::READABLE)
     }
 
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Rx> {
-        Ok(match recv_datagram(&self.rx, buf)? {
-            Some((len, from)) => Rx::Packet { len, from: Some(from) },
-            None => Rx::Idle,
-        })
+    fn recv_batch(&mut self, pool: &mut RxPool) -> io::Result<Rx> {
+        pool.fill_each(|buf| recv_datagram(&self.rx, buf))
     }
 
-    /// Sends one datagram to the group; `to` is ignored.
-    fn send(&mut self, _to: Option<SocketAddr>, payload: &[u8]) -> io::Result<Tx> {
-        match self.tx.send(payload) {
-            Ok(_) => Ok(Tx::Sent),
-            Err(e) => classify_send_error(e),
+    /// Sends each datagram to the group; their destinations are ignored.
+    fn send_batch(&mut self, arena: &[u8], batch: &[Datagram]) -> io::Result<SendReport> {
+        let mut report = SendReport::default();
+        for d in batch {
+            match self.tx.send(&arena[d.range.clone()]) {
+                Ok(_) => report.sent += 1,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => report.failed += 1,
+                Err(e) => count_send_error(&e, &mut report),
+            }
         }
+        Ok(report)
     }
 }

@@ -1,11 +1,11 @@
 //! An in-memory channel: two queues in place of a socket or a tap.
 //!
-//! What is pushed into its inbound queue comes out of [`Channel::recv`], with
-//! the source it was pushed with; what the switch sends is appended to its
-//! outbound queue, with the destination it was sent to, for a test (or a
-//! simulated link) to take. It registers nothing with the event loop, so it
-//! is driven by hand: the multi-switch simulation in `tests/sim.rs` joins
-//! switches with it on a virtual clock.
+//! What is pushed into its inbound queue comes out of
+//! [`Channel::recv_batch`], with the source it was pushed with; what is sent
+//! through it is appended to its outbound queue, with the destination it was
+//! sent to, for a test to take. It registers nothing with the event loop, so
+//! it is driven by hand: a test of the shell, or a diagnostic, puts it where
+//! a tap or a socket would be.
 //!
 //! It copies each payload into a `Vec` on send, so it is not for the hot path.
 //! Optional bounds make it refuse payloads like a real channel would: too
@@ -17,18 +17,19 @@ use std::net::SocketAddr;
 
 use mio::{Registry, Token};
 
-use super::{Channel, Rx, Tx, MAX_PAYLOAD};
+use super::batch::{ReadOne, RxPool};
+use super::{Channel, Datagram, Rx, SendReport, MAX_PAYLOAD};
 
 /// One queued payload and its peer: the source for inbound payloads, the
 /// destination for outbound ones (`None` on a channel with a single peer).
-pub type Datagram = (Option<SocketAddr>, Vec<u8>);
+pub type Queued = (Option<SocketAddr>, Vec<u8>);
 
 /// A channel backed by queues.
 #[derive(Debug)]
 pub struct MemChannel {
     name: String,
-    inbound: VecDeque<Datagram>,
-    outbound: VecDeque<Datagram>,
+    inbound: VecDeque<Queued>,
+    outbound: VecDeque<Queued>,
     max_payload: usize,
     queue_limit: usize,
     closed: bool,
@@ -48,13 +49,13 @@ impl MemChannel {
         }
     }
 
-    /// Refuses to send payloads longer than `bytes` ([`Tx::TooLarge`]).
+    /// Refuses to send payloads longer than `bytes` (counted too large).
     pub fn with_max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
         self
     }
 
-    /// Refuses to send while `datagrams` are queued outbound ([`Tx::Busy`]).
+    /// Refuses to send while `datagrams` are queued outbound (counted failed).
     pub fn with_queue_limit(mut self, datagrams: usize) -> Self {
         self.queue_limit = datagrams;
         self
@@ -67,7 +68,7 @@ impl MemChannel {
 
     /// Takes the oldest payload sent through the channel, with where it was
     /// sent to.
-    pub fn pop_outbound(&mut self) -> Option<Datagram> {
+    pub fn pop_outbound(&mut self) -> Option<Queued> {
         self.outbound.pop_front()
     }
 
@@ -81,10 +82,24 @@ impl MemChannel {
         self.outbound.len()
     }
 
-    /// Ends the input: once the inbound queue is drained, `recv` reports
+    /// Ends the input: once the inbound queue is drained, receiving reports
     /// [`Rx::Closed`], as stdin at end of file does.
     pub fn close(&mut self) {
         self.closed = true;
+    }
+}
+
+impl MemChannel {
+    /// Pops the oldest inbound payload into `buf`. A payload longer than
+    /// `buf` is reported with its full length (the pool marks it cut), as a
+    /// tap does.
+    fn read_one(&mut self, buf: &mut [u8]) -> ReadOne {
+        let Some((from, payload)) = self.inbound.pop_front() else {
+            return if self.closed { ReadOne::Closed } else { ReadOne::Empty };
+        };
+        let n = payload.len().min(buf.len());
+        buf[..n].copy_from_slice(&payload[..n]);
+        ReadOne::Got { len: payload.len(), from }
     }
 }
 
@@ -98,65 +113,94 @@ impl Channel for MemChannel {
         Ok(())
     }
 
-    /// Pops the oldest inbound payload into `buf`. A payload longer than
-    /// `buf` is an error and stays queued: it is never cut.
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Rx> {
-        let Some((from, payload)) = self.inbound.front() else {
-            return Ok(if self.closed { Rx::Closed } else { Rx::Idle });
-        };
-        if payload.len() > buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{}: a {}-byte payload does not fit a {}-byte buffer", self.name, payload.len(), buf.len()),
-            ));
-        }
-        let (len, from) = (payload.len(), *from);
-        buf[..len].copy_from_slice(payload);
-        self.inbound.pop_front();
-        Ok(Rx::Packet { len, from })
+    fn recv_batch(&mut self, pool: &mut RxPool) -> io::Result<Rx> {
+        pool.fill_each(|buf| Ok(self.read_one(buf)))
     }
 
-    fn send(&mut self, to: Option<SocketAddr>, payload: &[u8]) -> io::Result<Tx> {
-        if payload.len() > self.max_payload {
-            return Ok(Tx::TooLarge);
+    fn send_batch(&mut self, arena: &[u8], batch: &[Datagram]) -> io::Result<SendReport> {
+        let mut report = SendReport::default();
+        for d in batch {
+            let payload = &arena[d.range.clone()];
+            if payload.len() > self.max_payload {
+                report.too_large += 1;
+            } else if self.outbound.len() >= self.queue_limit {
+                report.failed += 1;
+            } else {
+                self.outbound.push_back((d.to, payload.to_vec()));
+                report.sent += 1;
+            }
         }
-        if self.outbound.len() >= self.queue_limit {
-            return Ok(Tx::Busy);
-        }
-        self.outbound.push_back((to, payload.to_vec()));
-        Ok(Tx::Sent)
+        Ok(report)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::batch::HEADROOM;
+    use crate::plan::Plan;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// Receives one batch and returns its payloads with their sources.
+    fn recv_all(c: &mut MemChannel, pool: &mut RxPool) -> (Rx, Vec<Queued>) {
+        let rx = c.recv_batch(pool).unwrap();
+        let count = match rx {
+            Rx::Batch { count, .. } => count,
+            Rx::Closed => 0,
+        };
+        let got = (0..count)
+            .map(|i| {
+                let m = pool.meta(i);
+                let len = if m.truncated() { 0 } else { m.len };
+                (m.from, pool.slot_mut(i)[HEADROOM..HEADROOM + len].to_vec())
+            })
+            .collect();
+        (rx, got)
+    }
+
+    /// Sends `payloads` through the channel as one planned batch.
+    fn send(c: &mut MemChannel, payloads: &[(Option<SocketAddr>, &[u8])]) -> SendReport {
+        let mut plan = Plan::new(1, 1 << 20, 64);
+        for (to, p) in payloads {
+            let r = plan.push_bytes(p);
+            plan.queue(0, r, *to);
+        }
+        c.send_batch(plan.arena(), plan.queued(0)).unwrap()
+    }
+
     #[test]
     fn receives_in_order_with_sources() {
         let mut c = MemChannel::new("mem");
-        let mut buf = vec![0u8; MAX_PAYLOAD];
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Idle);
+        let mut pool = RxPool::new(4);
+        assert_eq!(recv_all(&mut c, &mut pool), (Rx::Batch { count: 0, drained: true }, vec![]));
         c.push_inbound(Some(addr(1)), b"first");
         c.push_inbound(None, b"second!");
         assert_eq!(c.inbound_len(), 2);
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Packet { len: 5, from: Some(addr(1)) });
-        assert_eq!(&buf[..5], b"first");
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Packet { len: 7, from: None });
-        assert_eq!(&buf[..7], b"second!");
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Idle);
+        let (rx, got) = recv_all(&mut c, &mut pool);
+        assert_eq!(rx, Rx::Batch { count: 2, drained: true });
+        assert_eq!(got, vec![(Some(addr(1)), b"first".to_vec()), (None, b"second!".to_vec())]);
         assert_eq!(c.inbound_len(), 0);
+    }
+
+    #[test]
+    fn a_full_pool_says_there_may_be_more() {
+        let mut c = MemChannel::new("mem");
+        let mut pool = RxPool::new(2);
+        for i in 0..3u8 {
+            c.push_inbound(None, &[i; 20]);
+        }
+        assert_eq!(recv_all(&mut c, &mut pool).0, Rx::Batch { count: 2, drained: false });
+        assert_eq!(recv_all(&mut c, &mut pool).1, vec![(None, vec![2; 20])]);
     }
 
     #[test]
     fn sends_in_order_with_destinations() {
         let mut c = MemChannel::new("mem");
-        assert_eq!(c.send(Some(addr(2)), b"to two").unwrap(), Tx::Sent);
-        assert_eq!(c.send(None, b"to the peer").unwrap(), Tx::Sent);
+        let r = send(&mut c, &[(Some(addr(2)), b"to two"), (None, b"to the peer")]);
+        assert_eq!(r, SendReport { sent: 2, failed: 0, too_large: 0 });
         assert_eq!(c.outbound_len(), 2);
         assert_eq!(c.pop_outbound(), Some((Some(addr(2)), b"to two".to_vec())));
         assert_eq!(c.pop_outbound(), Some((None, b"to the peer".to_vec())));
@@ -166,46 +210,43 @@ mod tests {
     #[test]
     fn empty_and_maximal_payloads_pass_whole() {
         let mut c = MemChannel::new("mem");
-        let mut buf = vec![0u8; MAX_PAYLOAD];
+        let mut pool = RxPool::new(4);
         let big: Vec<u8> = (0..MAX_PAYLOAD).map(|i| i as u8).collect();
         c.push_inbound(None, &big);
         c.push_inbound(None, b"");
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Packet { len: MAX_PAYLOAD, from: None });
-        assert_eq!(buf, big);
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Packet { len: 0, from: None });
-        assert_eq!(c.send(None, &big).unwrap(), Tx::Sent);
+        let (_, got) = recv_all(&mut c, &mut pool);
+        assert_eq!(got, vec![(None, big.clone()), (None, vec![])]);
+        assert_eq!(send(&mut c, &[(None, &big)]).sent, 1);
         assert_eq!(c.pop_outbound().unwrap().1, big);
     }
 
     #[test]
-    fn a_payload_larger_than_the_buffer_is_an_error_and_stays_queued() {
+    fn a_payload_larger_than_a_slot_is_marked_cut() {
         let mut c = MemChannel::new("mem");
-        c.push_inbound(None, &[7u8; 100]);
-        let mut small = [0u8; 99];
-        let e = c.recv(&mut small).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-        assert!(e.to_string().starts_with("mem: a 100-byte payload"), "{e}");
-        let mut buf = [0u8; 100];
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Packet { len: 100, from: None });
-        assert_eq!(buf, [7u8; 100]);
+        let mut pool = RxPool::new(3);
+        c.push_inbound(None, &vec![7u8; MAX_PAYLOAD + 1]);
+        c.push_inbound(None, &[8u8; 100]);
+        assert_eq!(c.recv_batch(&mut pool).unwrap(), Rx::Batch { count: 2, drained: true });
+        assert!(pool.meta(0).truncated());
+        assert_eq!(pool.meta(0).payloads().count(), 0, "a cut payload is not served");
+        assert_eq!(pool.meta(1).len, 100);
     }
 
     #[test]
     fn refuses_too_large_payloads() {
         let mut c = MemChannel::new("mem").with_max_payload(1500);
-        assert_eq!(c.send(None, &[0u8; 1500]).unwrap(), Tx::Sent);
-        assert_eq!(c.send(None, &[0u8; 1501]).unwrap(), Tx::TooLarge);
+        let r = send(&mut c, &[(None, &[0u8; 1500]), (None, &[0u8; 1501])]);
+        assert_eq!(r, SendReport { sent: 1, failed: 0, too_large: 1 });
         assert_eq!(c.outbound_len(), 1);
     }
 
     #[test]
     fn is_busy_while_its_queue_is_full() {
         let mut c = MemChannel::new("mem").with_queue_limit(2);
-        assert_eq!(c.send(None, b"1").unwrap(), Tx::Sent);
-        assert_eq!(c.send(None, b"2").unwrap(), Tx::Sent);
-        assert_eq!(c.send(None, b"3").unwrap(), Tx::Busy);
+        let r = send(&mut c, &[(None, b"1"), (None, b"2"), (None, b"3")]);
+        assert_eq!(r, SendReport { sent: 2, failed: 1, too_large: 0 });
         assert_eq!(c.pop_outbound().unwrap().1, b"1");
-        assert_eq!(c.send(None, b"4").unwrap(), Tx::Sent);
+        assert_eq!(send(&mut c, &[(None, b"4")]).sent, 1);
         let sent: Vec<Vec<u8>> = std::iter::from_fn(|| c.pop_outbound()).map(|d| d.1).collect();
         assert_eq!(sent, vec![b"2".to_vec(), b"4".to_vec()]);
     }
@@ -213,12 +254,12 @@ mod tests {
     #[test]
     fn closes_after_the_input_drains() {
         let mut c = MemChannel::new("mem");
-        let mut buf = [0u8; 16];
+        let mut pool = RxPool::new(4);
         c.push_inbound(None, b"last");
         c.close();
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Packet { len: 4, from: None });
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Closed);
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Closed);
+        assert_eq!(c.recv_batch(&mut pool).unwrap(), Rx::Batch { count: 1, drained: false });
+        assert_eq!(c.recv_batch(&mut pool).unwrap(), Rx::Closed);
+        assert_eq!(c.recv_batch(&mut pool).unwrap(), Rx::Closed);
     }
 
     #[test]
@@ -227,10 +268,9 @@ mod tests {
         let mut c: Box<dyn Channel> = Box::new(MemChannel::new("mem0"));
         assert_eq!(c.name(), "mem0");
         c.register(poll.registry(), Token(3)).unwrap();
-        assert_eq!(c.send(Some(addr(9)), b"x").unwrap(), Tx::Sent);
         assert!(!c.has_backlog());
         c.flush().unwrap();
-        let mut buf = [0u8; 4];
-        assert_eq!(c.recv(&mut buf).unwrap(), Rx::Idle);
+        let mut pool = RxPool::new(1);
+        assert_eq!(c.recv_batch(&mut pool).unwrap(), Rx::Batch { count: 0, drained: true });
     }
 }

@@ -1,8 +1,12 @@
 //! The endpoints of the switch, all behind one small trait about I/O only.
 //!
-//! A [`Channel`] moves whole payloads: Ethernet frames for the local ends,
-//! UDP payloads for the remote ones. It knows nothing of MAC addresses,
-//! declarations or keys; the daemon and the switch decide what goes where.
+//! A [`Channel`] moves whole payloads in batches: Ethernet frames for the
+//! local ends (tap, VDE stdio), UDP payloads for the remote ones (the socket
+//! that serves every uplink and downlink, the multicast group). It receives a
+//! batch into the shared, preallocated [`batch::RxPool`] and sends a batch the
+//! node planned ([`crate::plan::Plan`]). It knows nothing of MAC addresses,
+//! declarations or keys: the node decides what goes where, and the event loop
+//! only moves bytes between the two.
 
 pub mod batch;
 pub mod mcast;
@@ -12,54 +16,47 @@ pub mod tap;
 pub mod udp;
 
 use std::io;
-use std::net::SocketAddr;
 
 use mio::{Registry, Token};
+
+pub use crate::plan::{Datagram, SendReport};
+use batch::RxPool;
 
 /// The largest payload any channel carries: a whole UDP datagram.
 pub const MAX_PAYLOAD: usize = 65535;
 
-/// What one receive attempt gave.
+/// What one receive call gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rx {
-    /// A payload of `len` bytes is at the start of the buffer.
-    Packet {
-        /// Its length.
-        len: usize,
-        /// Its source, for datagram channels.
-        from: Option<SocketAddr>,
+    /// `count` slots of the pool were filled (possibly none). `drained` is
+    /// true when the channel had nothing more, so the loop waits for
+    /// readiness before reading it again; false when it may have more.
+    Batch {
+        /// Slots filled, from slot 0.
+        count: usize,
+        /// Whether the channel said it had nothing more.
+        drained: bool,
     },
-    /// Nothing more right now: wait for readiness.
-    Idle,
     /// The channel ended (stdin reached end of file).
     Closed,
 }
 
-/// What one send attempt did with the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tx {
-    /// Handed to the kernel, or queued in full.
-    Sent,
-    /// Not sent: the channel is congested (a full queue or socket buffer).
-    Busy,
-    /// Not sent: too large for this channel.
-    TooLarge,
-}
-
 /// An endpoint of the switch.
 pub trait Channel {
-    /// A short name for logs ("udp", "stdio", "tap vpn0", ...).
+    /// A short name for logs and errors ("udp [::]:1400", "stdio", "tap vpn0").
     fn name(&self) -> &str;
 
     /// Registers the channel's file descriptors with the event loop.
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()>;
 
-    /// Receives one payload into `buf`, which holds [`MAX_PAYLOAD`] bytes.
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Rx>;
+    /// Receives up to a batch into the pool's slots, without blocking. An
+    /// `Err` is fatal to the channel.
+    fn recv_batch(&mut self, pool: &mut RxPool) -> io::Result<Rx>;
 
-    /// Sends one payload, to `to` on datagram channels with many peers.
-    /// Transient failures are `Ok(Tx::Busy)`; an `Err` is fatal to the channel.
-    fn send(&mut self, to: Option<SocketAddr>, payload: &[u8]) -> io::Result<Tx>;
+    /// Sends the planned payloads `batch`, whose bytes are in `arena`,
+    /// without blocking. Payloads the channel could not take are counted in
+    /// the report; an `Err` is fatal to the channel.
+    fn send_batch(&mut self, arena: &[u8], batch: &[Datagram]) -> io::Result<SendReport>;
 
     /// Called when the channel became writable; pushes out queued output.
     fn flush(&mut self) -> io::Result<()> {

@@ -9,14 +9,14 @@
 //! read ends inside a length header; with a small pipe it does not).
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 
 use mio::unix::pipe;
 use mio::{Interest, Registry, Token};
 
-use super::{Channel, Rx, Tx, MAX_PAYLOAD};
+use super::batch::{ReadOne, RxPool};
+use super::{Channel, Datagram, Rx, SendReport, MAX_PAYLOAD};
 
 /// Pipe size for stdout (SPEC section 4).
 pub const STDOUT_PIPE_SIZE: usize = 4096;
@@ -151,54 +151,35 @@ impl StdioChannel {
         self.queue.len() - self.queued_from
     }
 
-    /// Writes out what is queued, blocking up to `limit` (used at exit).
-    pub fn drain(&mut self, limit: std::time::Duration) {
-        let deadline = std::time::Instant::now() + limit;
-        while self.has_backlog() && std::time::Instant::now() < deadline {
-            match self.flush() {
-                Ok(()) if self.has_backlog() => std::thread::sleep(std::time::Duration::from_millis(1)),
-                Ok(()) => {}
-                Err(_) => break,
-            }
-        }
-    }
-}
-
-impl Channel for StdioChannel {
-    fn name(&self) -> &str {
-        "stdio"
-    }
-
-    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        registry.register(&mut self.input, token, Interest::READABLE)?;
-        registry.register(&mut self.output, token, Interest::WRITABLE)
-    }
-
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Rx> {
+    /// The next frame from stdin into `buf`, reading more when no whole
+    /// record is buffered.
+    fn read_one(&mut self, buf: &mut [u8]) -> io::Result<ReadOne> {
         loop {
             if let Some(frame) = self.decoder.next_frame() {
                 let len = frame.len();
                 buf[..len].copy_from_slice(frame);
-                return Ok(Rx::Packet { len, from: None });
+                return Ok(ReadOne::Got { len, from: None });
             }
             if self.eof {
                 if self.decoder.pending() > 0 {
                     log::warn!("stdin ended inside a record; {} bytes discarded", self.decoder.pending());
+                    self.decoder = Decoder::new();
                 }
-                return Ok(Rx::Closed);
+                return Ok(ReadOne::Closed);
             }
             match self.input.read(self.decoder.spare()) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.decoder.filled(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Rx::Idle),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOne::Empty),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
-    fn send(&mut self, _to: Option<SocketAddr>, payload: &[u8]) -> io::Result<Tx> {
-        let Some(hdr) = header(payload.len()) else { return Ok(Tx::TooLarge) };
+    /// Writes one record, or queues what the pipe did not take.
+    fn write_record(&mut self, payload: &[u8]) -> io::Result<Record> {
+        let Some(hdr) = header(payload.len()) else { return Ok(Record::TooLarge) };
         let mut written = 0;
         if !self.has_backlog() {
             loop {
@@ -211,11 +192,11 @@ impl Channel for StdioChannel {
                 break;
             }
             if written == 2 + payload.len() {
-                return Ok(Tx::Sent);
+                return Ok(Record::Written);
             }
         }
         if written == 0 && self.backlog() + 2 + payload.len() > OUTPUT_QUEUE_LIMIT {
-            return Ok(Tx::Busy);
+            return Ok(Record::QueueFull);
         }
         // Once any byte of a record is out, the rest must follow, or the
         // stream loses sync; a partial record is always queued whole.
@@ -226,7 +207,47 @@ impl Channel for StdioChannel {
         let rest_hdr = &hdr[written.min(2)..];
         self.queue.extend_from_slice(rest_hdr);
         self.queue.extend_from_slice(&payload[written.saturating_sub(2)..]);
-        Ok(Tx::Sent)
+        Ok(Record::Written)
+    }
+}
+
+/// What became of one record.
+enum Record {
+    /// Written, or queued whole behind earlier output.
+    Written,
+    /// The output queue is full: the record is dropped.
+    QueueFull,
+    /// Longer than a record can say.
+    TooLarge,
+}
+
+impl Channel for StdioChannel {
+    fn name(&self) -> &str {
+        "stdio"
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.input, token, Interest::READABLE)?;
+        registry.register(&mut self.output, token, Interest::WRITABLE)
+    }
+
+    /// Decodes as many records as the pool holds, reading stdin as needed.
+    fn recv_batch(&mut self, pool: &mut RxPool) -> io::Result<Rx> {
+        pool.fill_each(|buf| self.read_one(buf))
+    }
+
+    /// One `writev` per record; what the pipe does not take waits in the
+    /// bounded queue.
+    fn send_batch(&mut self, arena: &[u8], batch: &[Datagram]) -> io::Result<SendReport> {
+        let mut report = SendReport::default();
+        for d in batch {
+            match self.write_record(&arena[d.range.clone()])? {
+                Record::Written => report.sent += 1,
+                Record::QueueFull => report.failed += 1,
+                Record::TooLarge => report.too_large += 1,
+            }
+        }
+        Ok(report)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -13,22 +13,41 @@
 //! write refused for one frame (`EIO` while the interface is down, `EINVAL`
 //! for a runt from the network, no memory) loses that frame only.
 
+use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use tun_tap::{Iface, Mode};
 
-use super::{Channel, Rx, Tx};
+use super::batch::{ReadOne, RxPool};
+use super::{Channel, Datagram, Rx, SendReport, MAX_PAYLOAD};
 
 /// A tap interface as a channel.
 #[derive(Debug)]
 pub struct TapChannel {
     iface: Iface,
     label: String,
-    oversize: u64,
+    warned_oversize: bool,
+}
+
+/// The tap's interface was deleted: every read and write fails from now on.
+#[derive(Debug)]
+pub struct InterfaceGone {
+    source: io::Error,
+}
+
+impl fmt::Display for InterfaceGone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the interface is gone (deleted with 'ip link del'?)")
+    }
+}
+
+impl std::error::Error for InterfaceGone {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 impl TapChannel {
@@ -38,7 +57,7 @@ impl TapChannel {
         let iface = Iface::without_packet_info(name, Mode::Tap)?;
         iface.set_non_blocking()?;
         let label = format!("tap {}", iface.name());
-        Ok(TapChannel { iface, label, oversize: 0 })
+        Ok(TapChannel { iface, label, warned_oversize: false })
     }
 
     /// The interface name the kernel gave (the one asked for, unless it had
@@ -47,18 +66,40 @@ impl TapChannel {
         self.iface.name()
     }
 
-    /// Frames read that were too large for the buffer, and dropped.
-    pub fn oversize_drops(&self) -> u64 {
-        self.oversize
-    }
-
     /// Turns an error that ends the channel into one that says why.
     fn fatal(&self, e: io::Error) -> io::Error {
         match e.raw_os_error() {
             Some(libc::EBADFD) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
-                io::Error::new(e.kind(), format!("the interface is gone (deleted with 'ip link del'?): {e}"))
+                io::Error::new(e.kind(), InterfaceGone { source: e })
             }
             _ => e,
+        }
+    }
+
+    fn read_one(&mut self, buf: &mut [u8]) -> io::Result<ReadOne> {
+        loop {
+            return match self.iface.recv(buf) {
+                // The kernel reports a frame's full length even when it
+                // copied only what fit; such a frame cannot cross any of our
+                // channels anyway. The pool marks it cut; the node counts it.
+                Ok(n) if n > buf.len() => {
+                    if !self.warned_oversize {
+                        self.warned_oversize = true;
+                        log::warn!(
+                            "{}: dropped a {n}-byte frame, larger than the largest datagram ({MAX_PAYLOAD}); \
+                             lower the interface MTU",
+                            self.label
+                        );
+                    }
+                    Ok(ReadOne::Got { len: n, from: None })
+                }
+                // A tap never reads 0 bytes for a frame; treat it as nothing.
+                Ok(0) => Ok(ReadOne::Empty),
+                Ok(len) => Ok(ReadOne::Got { len, from: None }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOne::Empty),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(self.fatal(e)),
+            };
         }
     }
 }
@@ -81,43 +122,27 @@ impl Channel for TapChannel {
         registry.register(&mut SourceFd(&self.iface.as_raw_fd()), token, Interest::READABLE)
     }
 
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Rx> {
-        loop {
-            return match self.iface.recv(buf) {
-                // The kernel reports a frame's full length even when it
-                // copied only what fit; such a frame cannot cross any of our
-                // channels anyway.
-                Ok(n) if n > buf.len() => {
-                    self.oversize += 1;
-                    if self.oversize == 1 {
-                        log::warn!(
-                            "{}: dropped a {n}-byte frame, larger than the largest datagram; lower the interface MTU",
-                            self.label
-                        );
-                    } else {
-                        log::trace!("{}: dropped a {n}-byte frame (too large)", self.label);
-                    }
-                    continue;
-                }
-                // A tap never reads 0 bytes for a frame; treat it as nothing.
-                Ok(0) => Ok(Rx::Idle),
-                Ok(len) => Ok(Rx::Packet { len, from: None }),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Rx::Idle),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(self.fatal(e)),
-            };
-        }
+    /// One `read` per frame, up to a batch.
+    fn recv_batch(&mut self, pool: &mut RxPool) -> io::Result<Rx> {
+        pool.fill_each(|buf| self.read_one(buf))
     }
 
-    fn send(&mut self, _to: Option<SocketAddr>, payload: &[u8]) -> io::Result<Tx> {
-        loop {
-            return match self.iface.send(payload) {
-                Ok(_) => Ok(Tx::Sent),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if transient_write_error(&e) => Ok(Tx::Busy),
-                Err(e) => Err(self.fatal(e)),
-            };
+    /// One `write` per frame.
+    fn send_batch(&mut self, arena: &[u8], batch: &[Datagram]) -> io::Result<SendReport> {
+        let mut report = SendReport::default();
+        for d in batch {
+            loop {
+                match self.iface.send(&arena[d.range.clone()]) {
+                    Ok(_) => report.sent += 1,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => report.too_large += 1,
+                    Err(e) if transient_write_error(&e) => report.failed += 1,
+                    Err(e) => return Err(self.fatal(e)),
+                }
+                break;
+            }
         }
+        Ok(report)
     }
 }
 

@@ -3,6 +3,8 @@
 //! By default the socket is dual-stack (`[::]:port`, IPv6-only off) and IPv4
 //! peers appear as mapped addresses; we fold them to plain IPv4 on receive
 //! and map them back on send, so the rest of the program sees one form.
+//! Reads are one `recvmmsg` per batch and sends one `sendmmsg` per batch, with
+//! runs of equal datagrams to one peer segmented (`UDP_SEGMENT`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -10,17 +12,21 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Channel, Rx, Tx};
-use crate::remote::canonical;
+use super::batch::{is_icmp_error, ReadOne, RxPool};
+use super::{Channel, Datagram, Rx, SendReport};
+use crate::node::decl::canonical;
+use crate::sys::Mmsg;
 
 /// Socket buffer size we ask for: room for bursts of a few thousand frames.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
-/// The UDP socket of the daemon.
+/// The UDP socket of the daemon, with its batch headers for `sendmmsg`.
 #[derive(Debug)]
 pub struct UdpChannel {
     sock: mio::net::UdpSocket,
     dual_stack: bool,
+    mmsg: Mmsg,
+    name: String,
 }
 
 /// Sets large socket buffers, forcing past the sysctl limits when we may.
@@ -34,8 +40,9 @@ pub fn size_buffers(sock: &Socket, bytes: usize) {
 }
 
 impl UdpChannel {
-    /// Binds the daemon's port, dual-stack unless `ipv4_only`.
-    pub fn bind(port: u16, ipv4_only: bool) -> io::Result<Self> {
+    /// Binds the daemon's port, dual-stack unless `ipv4_only`; sends go out
+    /// in batches of up to `batch` system-call headers.
+    pub fn bind(port: u16, ipv4_only: bool, batch: usize) -> io::Result<Self> {
         let (domain, addr) = if ipv4_only {
             (Domain::IPV4, SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
         } else {
@@ -53,7 +60,9 @@ impl UdpChannel {
         if let Err(e) = crate::sys::enable_udp_gro(&sock) {
             log::debug!("UDP_GRO not available: {e}");
         }
-        Ok(UdpChannel { sock: mio::net::UdpSocket::from_std(sock.into()), dual_stack: !ipv4_only })
+        let sock = mio::net::UdpSocket::from_std(sock.into());
+        let name = format!("udp {}", sock.local_addr()?);
+        Ok(UdpChannel { sock, dual_stack: !ipv4_only, mmsg: Mmsg::new(batch.clamp(1, MAX_SEND_BATCH)), name })
     }
 
     /// The bound address.
@@ -61,70 +70,68 @@ impl UdpChannel {
         self.sock.local_addr()
     }
 
-    /// The socket, for batched I/O.
-    pub fn socket(&self) -> &mio::net::UdpSocket {
-        &self.sock
-    }
-
     /// `to` as this socket sends to it: IPv4 peers as mapped addresses on a
     /// dual-stack socket.
     pub fn wire_addr(&self, to: SocketAddr) -> SocketAddr {
-        match (self.dual_stack, to.ip()) {
-            (true, IpAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), to.port()),
-            _ => to,
-        }
+        wire_addr(self.dual_stack, to)
     }
 }
 
-/// Receives one datagram without blocking: `None` when there is none.
-/// Interruptions and ICMP errors queued on the socket (port unreachable after
-/// a send) are not fatal and are passed over.
-pub fn recv_datagram(sock: &mio::net::UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+/// Most headers in one `sendmmsg` (the kernel's `UIO_MAXIOV`).
+pub const MAX_SEND_BATCH: usize = 1024;
+
+fn wire_addr(dual_stack: bool, to: SocketAddr) -> SocketAddr {
+    match (dual_stack, to.ip()) {
+        (true, IpAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), to.port()),
+        _ => to,
+    }
+}
+
+/// Receives one datagram without blocking. Interruptions and ICMP errors
+/// queued on the socket (port unreachable after a send) are not fatal and
+/// are passed over.
+pub fn recv_datagram(sock: &mio::net::UdpSocket, buf: &mut [u8]) -> io::Result<ReadOne> {
     loop {
         return match sock.recv_from(buf) {
-            Ok(got) => Ok(Some(got)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Ok((len, from)) => Ok(ReadOne::Got { len, from: Some(from) }),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOne::Empty),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH)) => {
-                continue
-            }
+            Err(e) if is_icmp_error(&e) => continue,
             Err(e) => Err(e),
         };
     }
 }
 
-/// Maps a send error to what it means for one datagram.
-pub fn classify_send_error(e: io::Error) -> io::Result<Tx> {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(Tx::Busy),
-        _ if e.raw_os_error() == Some(libc::EMSGSIZE) => Ok(Tx::TooLarge),
-        // Unreachable networks, refused ports, a v6 destination on a v4
-        // socket: that datagram is lost, the channel is fine.
-        _ => Ok(Tx::Busy),
+/// What a failed send of one datagram means for it: too large, or lost (a
+/// full buffer, an unreachable network, a refused port, a v6 destination on
+/// a v4 socket). The channel itself is fine either way.
+pub fn count_send_error(e: &io::Error, report: &mut SendReport) {
+    if e.raw_os_error() == Some(libc::EMSGSIZE) {
+        report.too_large += 1;
+    } else {
+        report.failed += 1;
     }
 }
 
 impl Channel for UdpChannel {
     fn name(&self) -> &str {
-        "udp"
+        &self.name
     }
 
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(&mut self.sock, token, Interest::READABLE)
     }
 
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Rx> {
-        Ok(match recv_datagram(&self.sock, buf)? {
-            Some((len, from)) => Rx::Packet { len, from: Some(canonical(from)) },
-            None => Rx::Idle,
-        })
+    /// One `recvmmsg`; sources in canonical form (IPv4 unmapped).
+    fn recv_batch(&mut self, pool: &mut RxPool) -> io::Result<Rx> {
+        let count = pool.recv_from(&self.sock, canonical)?;
+        Ok(Rx::Batch { count, drained: count < pool.slots() })
     }
 
-    fn send(&mut self, to: Option<SocketAddr>, payload: &[u8]) -> io::Result<Tx> {
-        let Some(to) = to else { return Ok(Tx::Busy) };
-        match self.sock.send_to(payload, self.wire_addr(to)) {
-            Ok(_) => Ok(Tx::Sent),
-            Err(e) => classify_send_error(e),
-        }
+    /// As few `sendmmsg` calls as it takes, runs to one peer segmented.
+    fn send_batch(&mut self, arena: &[u8], batch: &[Datagram]) -> io::Result<SendReport> {
+        let dual = self.dual_stack;
+        let (sent, failed) = self.mmsg.send(&self.sock, arena, batch, |a| wire_addr(dual, a))?;
+        Ok(SendReport { sent, failed, too_large: 0 })
     }
 }

@@ -299,9 +299,14 @@ impl Switch {
         &self.stats
     }
 
-    /// Counts a drop decided outside the switch (by the I/O shell).
+    /// Counts a drop decided outside the switch (by the node).
     pub fn count_drop(&mut self, reason: DropReason) {
         self.stats.drops[reason as usize] += 1;
+    }
+
+    /// Counts `n` drops decided outside the switch.
+    pub fn count_drops(&mut self, reason: DropReason, n: u64) {
+        self.stats.drops[reason as usize] += n;
     }
 
     /// Number of learned MAC addresses.

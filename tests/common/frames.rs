@@ -33,3 +33,9 @@ pub fn frame_with(dst: [u8; 6], src: [u8; 6], len: usize, byte: impl Fn(usize) -
 pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, fill: u8) -> Vec<u8> {
     frame_with(dst, src, len, |i| fill.wrapping_add(i as u8))
 }
+
+/// A 60-byte frame whose first payload byte is `tag` (zeros after it), for
+/// tests that tell frames apart by one byte.
+pub fn tagged(dst: [u8; 6], src: [u8; 6], tag: u8) -> Vec<u8> {
+    frame_with(dst, src, 60, |i| if i == 14 { tag } else { 0 })
+}

@@ -11,6 +11,7 @@
 
 pub mod frames;
 pub mod netns_util;
+pub mod netsim;
 pub mod scratch;
 pub mod stdio;
 

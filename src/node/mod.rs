@@ -1,0 +1,605 @@
+//! The node: the whole rrqnet protocol as one pure state machine (sans-IO).
+//!
+//! Payloads, the channel they came from and the time go in
+//! ([`Node::handle_input`], [`Node::handle_timeout`]); a transmit plan comes
+//! out ([`Node::flush_with`] hands it to the shell, channel by channel),
+//! with the next wake-up ([`Node::poll_timeout`]). The node owns the
+//! declarations (one table: block, port, kind, ignore list, key), the keyed
+//! transports (sessions, replay windows), admission, heartbeats, stale
+//! remotes, the multicast rules, and the one-seal-per-key flood; the
+//! [`Switch`] underneath owns the MAC table and the ports. It never opens a
+//! socket or a file and never reads a clock: the shell reads both clocks once
+//! per turn ([`Now`]) and loads key files before building the node. That is
+//! what lets `tests/` run many nodes over a virtual network on a virtual
+//! clock, with real declarations, keys and heartbeats.
+//!
+//! # Receiving (SPEC 5's order)
+//!
+//! A UDP datagram's source must fall under a declaration (the one of its
+//! remote, or the best match); an undeclared source is dropped. Then, on a
+//! keyed declaration, the datagram is opened in place; only an authentic,
+//! fresh, unreplayed one may create or refresh a remote
+//! ([`Switch::remote_rx`]) and reach the switch, which learns MACs. A
+//! remote's identity is its UDP source address: a datagram from a new address
+//! that authenticates is a new remote if a declaration admits that address,
+//! exactly as on a plain channel. Payloads under 12 bytes on a plain channel
+//! are heartbeats. Everything heard on the multicast group is from the one
+//! multicast remote, except our own datagrams heard back.
+//!
+//! # Sending
+//!
+//! Every frame goes out through one path ([`Node::forward`] and the
+//! heartbeats): the plaintext targets share one copy of the frame in the
+//! plan; then, for each key among the targets, the frame is copied once,
+//! sealed there in place, and that one datagram is queued for every target
+//! of the key. So a frame is copied at most once per key, and a flood is
+//! sealed once per key, never once per remote. Nothing with fewer than 12
+//! bytes ever goes to the multicast group (SPEC 4).
+
+pub mod decl;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace, warn};
+
+use crate::config::RemoteSpec;
+use crate::crypto::{KeyFingerprint, Kind, MasterKey, OpenError, SealError, Transport};
+use crate::plan::{ChanId, Datagram, Plan, SendReport, HEADROOM};
+use crate::ratelimit::{Every, PerKey};
+use crate::switch::{DeclId, Dest, DropReason, Event, Forward, Params, PortId, Stats, Switch, Target};
+use decl::{DeclKind, Declarations};
+
+/// Payloads shorter than this on a plain UDP channel are heartbeats.
+pub const HEARTBEAT_MAX: usize = 11;
+/// What we send as a heartbeat on a plain channel: short and non-empty
+/// (SPEC 3: a zero-length datagram stops QEMU's UDP netdevs for good). On a
+/// keyed channel a heartbeat is an authenticated empty payload.
+pub const HEARTBEAT: &[u8] = b"\0";
+
+/// The time of one turn of the loop: both clocks, read together by the
+/// shell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// For the switch's timers.
+    pub mono: Instant,
+    /// Unix seconds, for the freshness of keyed sessions.
+    pub unix: u64,
+}
+
+/// The multicast group, as the shell opened it.
+#[derive(Clone, Debug)]
+pub struct MulticastSetup {
+    /// Its channel.
+    pub chan: ChanId,
+    /// The address our own datagrams to the group come from, so that we
+    /// drop them when we hear them back.
+    pub own: SocketAddr,
+    /// Index of its key in [`Setup::keys`], if keyed.
+    pub key: Option<usize>,
+}
+
+/// Everything a node is made from: the command line's declarations, the
+/// keys the shell loaded, and which channel plays which part.
+#[derive(Debug)]
+pub struct Setup {
+    /// The remote declarations in command-line order, each with the index
+    /// of its key in [`Setup::keys`].
+    pub remotes: Vec<(RemoteSpec, Option<usize>)>,
+    /// The key files' master keys (files with the same content may appear
+    /// twice; they become one key).
+    pub keys: Vec<MasterKey>,
+    /// Number of channels the shell opened (channel ids are below it).
+    pub channels: usize,
+    /// The local end's channel (tap or stdio), if any.
+    pub local: Option<ChanId>,
+    /// The UDP socket's channel, if any.
+    pub udp: Option<ChanId>,
+    /// The multicast group, if any.
+    pub multicast: Option<MulticastSetup>,
+    /// Bounds of the switch (its ignore lists come from the declarations).
+    pub switch: Params,
+    /// The receive batch: the plan is sized for what one batch causes.
+    pub batch: usize,
+}
+
+/// A node that cannot be built from its setup.
+#[derive(Debug)]
+pub enum SetupError {
+    /// More declarations than a [`DeclId`] can number.
+    TooManyDeclarations(usize),
+    /// A key's first sending session could not be started.
+    Session {
+        /// The key.
+        fingerprint: KeyFingerprint,
+        /// Why.
+        source: SealError,
+    },
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::TooManyDeclarations(n) => {
+                write!(f, "too many remote declarations: {n} (at most {})", DeclId::MAX)
+            }
+            SetupError::Session { fingerprint, .. } => write!(f, "cannot start a session of key {fingerprint}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::TooManyDeclarations(_) => None,
+            SetupError::Session { source, .. } => Some(source),
+        }
+    }
+}
+
+/// One distinct key: its transport, and its name for logs.
+struct Keyed {
+    transport: Transport,
+    fingerprint: KeyFingerprint,
+}
+
+/// What a received datagram turned out to be.
+enum Admit {
+    /// A frame, at this range of the buffer.
+    Frame(Range<usize>),
+    /// A heartbeat: a short plain datagram, or an authenticated empty one.
+    Heartbeat,
+    /// Dropped and counted.
+    Dropped,
+}
+
+/// The channels that play a part, as ids.
+#[derive(Clone, Copy, Debug, Default)]
+struct Roles {
+    local: Option<ChanId>,
+    udp: Option<ChanId>,
+    multicast: Option<ChanId>,
+}
+
+impl Roles {
+    /// The channel and peer a switch destination is reached through.
+    fn route(&self, dest: Dest) -> Option<(ChanId, Option<SocketAddr>)> {
+        match dest {
+            Dest::Local => self.local.map(|c| (c, None)),
+            Dest::Remote(a) => self.udp.map(|c| (c, Some(a))),
+            Dest::Multicast => self.multicast.map(|c| (c, None)),
+        }
+    }
+}
+
+/// The multicast group's port and declaration.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    port: PortId,
+    decl: DeclId,
+    own: SocketAddr,
+}
+
+/// Rate limits of the log lines strangers can trigger.
+struct Logs {
+    unknown: PerKey<IpAddr>,
+    auth: Every,
+    send: Every,
+    seal: Every,
+}
+
+/// The protocol state of one rrqnet.
+pub struct Node {
+    switch: Switch,
+    decls: Declarations,
+    keys: Vec<Keyed>,
+    roles: Roles,
+    local_port: Option<PortId>,
+    group: Option<Group>,
+    plan: Plan,
+    /// The targets of the frame being sent, copied out of the switch's
+    /// decision; its capacity grows with the number of ports, never per frame.
+    targets: Vec<Target>,
+    logs: Logs,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node").field("switch", &self.switch).field("plan", &self.plan).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with the setup's declarations, keys and channels, its uplinks
+    /// due a heartbeat at once.
+    pub fn new(setup: Setup, now: Now) -> Result<Node, SetupError> {
+        let n_decls = setup.remotes.len() + usize::from(setup.multicast.is_some());
+        if n_decls > usize::from(DeclId::MAX) {
+            return Err(SetupError::TooManyDeclarations(n_decls));
+        }
+        // Files with the same content are one key: one seal per flood.
+        let mut keys: Vec<Keyed> = Vec::new();
+        let mut key_index = Vec::with_capacity(setup.keys.len());
+        for key in &setup.keys {
+            let fingerprint = key.fingerprint();
+            let k = match keys.iter().position(|k| k.fingerprint == fingerprint) {
+                Some(k) => k,
+                None => {
+                    let transport =
+                        Transport::new(key, now.unix).map_err(|source| SetupError::Session { fingerprint, source })?;
+                    keys.push(Keyed { transport, fingerprint });
+                    keys.len() - 1
+                }
+            };
+            key_index.push(k);
+        }
+        let map = |k: Option<usize>| k.and_then(|k| key_index.get(k).copied());
+        let mut decls = Declarations::new(setup.remotes.into_iter().map(|(spec, k)| (spec, map(k))));
+        let group_decl = setup.multicast.as_ref().map(|m| decls.add_multicast(map(m.key)));
+
+        let params = Params { ignore: decls.ignore_lists(), ..setup.switch };
+        let mut switch = Switch::new(params);
+        let local_port = setup.local.map(|_| switch.add_local(now.mono));
+        let group = match (&setup.multicast, group_decl) {
+            (Some(m), Some(decl)) => switch.add_multicast(now.mono, decl).map(|port| Group { port, decl, own: m.own }),
+            _ => None,
+        };
+        let keys_name =
+            |decl: &decl::Declaration| decl.key.map_or_else(String::new, |k| format!(" (key {})", keys[k].fingerprint));
+        for (id, decl) in decls.iter() {
+            match decl.kind {
+                DeclKind::Uplink(addr) => {
+                    if switch.add_uplink(now.mono, addr, id).is_none() {
+                        warn!("uplink {decl} not added: declared twice, or too many remotes");
+                    } else {
+                        info!("uplink {decl}{}", keys_name(decl));
+                    }
+                }
+                DeclKind::Downlink => info!("downlink mask {decl}{}", keys_name(decl)),
+                DeclKind::Multicast => info!("multicast group{}", keys_name(decl)),
+            }
+        }
+        let batch = setup.batch.max(1);
+        Ok(Node {
+            switch,
+            decls,
+            keys,
+            roles: Roles { local: setup.local, udp: setup.udp, multicast: setup.multicast.map(|m| m.chan) },
+            local_port,
+            group,
+            plan: Plan::new(setup.channels, (batch * 4096).max(256 << 10), (batch * 4).max(64)),
+            targets: Vec::with_capacity(64),
+            logs: Logs {
+                unknown: PerKey::new(Duration::from_secs(60), 1024),
+                auth: Every::new(Duration::from_secs(10)),
+                send: Every::new(Duration::from_secs(10)),
+                seal: Every::new(Duration::from_secs(10)),
+            },
+        })
+    }
+
+    /// The switch underneath, for inspection.
+    pub fn switch(&self) -> &Switch {
+        &self.switch
+    }
+
+    /// What the switch and the node have counted.
+    pub fn stats(&self) -> &Stats {
+        self.switch.stats()
+    }
+
+    /// The declarations.
+    pub fn declarations(&self) -> &Declarations {
+        &self.decls
+    }
+
+    /// Number of distinct keys.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// What is planned and not yet handed to the channels.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Whether the shell should flush before handing over more input.
+    pub fn should_flush(&self) -> bool {
+        self.plan.should_flush()
+    }
+
+    /// When [`Node::handle_timeout`] next has work, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.switch.poll_timeout()
+    }
+
+    /// Takes one payload that channel `chan` received from `from`: the bytes
+    /// at `range` of `buf` (opened in place when keyed).
+    pub fn handle_input(
+        &mut self,
+        now: Now,
+        chan: ChanId,
+        from: Option<SocketAddr>,
+        buf: &mut [u8],
+        range: Range<usize>,
+    ) {
+        if Some(chan) == self.roles.udp {
+            match from {
+                Some(from) => self.handle_datagram(now, from, buf, range),
+                None => self.switch.count_drop(DropReason::UnknownSource),
+            }
+        } else if Some(chan) == self.roles.multicast {
+            self.handle_group(now, from, buf, range);
+        } else if Some(chan) == self.roles.local {
+            if let Some(port) = self.local_port {
+                self.forward(now, port, &buf[range]);
+            }
+        }
+        self.log_events();
+    }
+
+    /// Counts a payload that channel `chan` received cut short, because it
+    /// was larger than any payload we carry.
+    pub fn handle_truncated(&mut self, chan: ChanId) {
+        trace!("dropped a payload too large for a receive slot from channel {chan}");
+        self.switch.count_drop(DropReason::TooLarge);
+    }
+
+    /// Fires what is due at `now`: heartbeats to uplinks, stale downlinks
+    /// and aged MAC addresses out.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.switch.handle_timeout(now.mono);
+        while let Some(t) = self.switch.poll_heartbeat(now.mono) {
+            trace!("heartbeat to {}", t.dest);
+            self.targets.clear();
+            self.targets.push(t);
+            self.send_planned(now, &[], Kind::Heartbeat);
+        }
+        self.log_events();
+    }
+
+    /// Hands the plan to the channels, one call per channel with anything
+    /// queued, counts what they could not send, and empties the plan. Stops
+    /// at the first channel that fails and returns its error (the plan is
+    /// emptied all the same).
+    pub fn flush_with<E>(
+        &mut self,
+        now: Now,
+        mut send: impl FnMut(ChanId, &[u8], &[Datagram]) -> Result<SendReport, E>,
+    ) -> Result<(), E> {
+        let mut result = Ok(());
+        for chan in 0..self.plan.channels() {
+            let batch = self.plan.queued(chan);
+            if batch.is_empty() {
+                continue;
+            }
+            match send(chan, self.plan.arena(), batch) {
+                Ok(r) => {
+                    self.switch.count_drops(DropReason::SendFailed, r.failed as u64);
+                    self.switch.count_drops(DropReason::TooLarge, r.too_large as u64);
+                    if r.failed + r.too_large > 0 {
+                        if let Some(more) = self.logs.send.allow(now.mono) {
+                            debug!(
+                                "channel {chan} did not send {} of {} payloads ({} too large; {more} more not logged)",
+                                r.failed + r.too_large,
+                                batch.len(),
+                                r.too_large
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.plan.clear();
+        result
+    }
+
+    /// The statistics line logged at exit.
+    pub fn summary(&self) -> String {
+        let s = self.switch.stats();
+        let drops: Vec<String> = DropReason::ALL
+            .iter()
+            .filter(|r| s.dropped(**r) > 0)
+            .map(|r| format!("{} {}", r.name(), s.dropped(*r)))
+            .collect();
+        format!(
+            "frames in {}, unicast {}, flooded {}, macs {}, drops: {}",
+            s.frames_in,
+            s.unicast,
+            s.flooded,
+            self.switch.mac_count(),
+            if drops.is_empty() { "none".to_owned() } else { drops.join(", ") }
+        )
+    }
+
+    /// Logs what happened to the set of remotes.
+    fn log_events(&mut self) {
+        while let Some(ev) = self.switch.poll_event() {
+            match ev {
+                Event::RemoteUp(a) => debug!("remote {a} connected"),
+                Event::RemoteStale(a) => debug!("remote {a} is stale; removed"),
+            }
+        }
+    }
+
+    /// A datagram on the UDP socket.
+    fn handle_datagram(&mut self, now: Now, from: SocketAddr, buf: &mut [u8], range: Range<usize>) {
+        let Some(decl) = self.declaration_of(from, now) else { return };
+        let admitted = self.admit(now, from, decl, buf, range);
+        if matches!(admitted, Admit::Dropped) {
+            return;
+        }
+        // Only now, authentic if keyed: the remote is created or refreshed.
+        let Ok(port) = self.switch.remote_rx(now.mono, from, decl) else { return };
+        match admitted {
+            Admit::Frame(frame) => self.forward(now, port, &buf[frame]),
+            Admit::Heartbeat => trace!("heartbeat from {from}"),
+            Admit::Dropped => {}
+        }
+    }
+
+    /// A datagram heard on the multicast group: from the one multicast
+    /// remote, unless it is our own heard back.
+    fn handle_group(&mut self, now: Now, from: Option<SocketAddr>, buf: &mut [u8], range: Range<usize>) {
+        let Some(group) = self.group else { return };
+        let Some(from) = from else { return };
+        if from == group.own {
+            self.switch.count_drop(DropReason::OwnMulticast);
+            return;
+        }
+        let keyed = self.decls.key_of(group.decl).is_some();
+        let len = range.len();
+        match self.admit(now, from, group.decl, buf, range) {
+            Admit::Dropped => {}
+            Admit::Heartbeat if keyed => self.switch.port_rx(now.mono, group.port),
+            // Not a frame, and the plain group has no heartbeats.
+            Admit::Heartbeat => {
+                self.switch.count_drop(DropReason::Runt);
+                trace!("dropped a {len}-byte datagram from {from} on the multicast group");
+            }
+            Admit::Frame(frame) => {
+                self.switch.port_rx(now.mono, group.port);
+                self.forward(now, group.port, &buf[frame]);
+            }
+        }
+    }
+
+    /// The declaration a UDP source falls under: its remote's, or the best
+    /// matching one. `None` (counted, logged rate-limited) when none does.
+    fn declaration_of(&mut self, from: SocketAddr, now: Now) -> Option<DeclId> {
+        if let Some((_, Some(d))) = self.switch.lookup(&from) {
+            return Some(d);
+        }
+        if let Some(d) = self.decls.match_source(from) {
+            return Some(d);
+        }
+        self.switch.count_drop(DropReason::UnknownSource);
+        if let Some(more) = self.logs.unknown.allow(from.ip(), now.mono) {
+            debug!("dropped a datagram from undeclared source {from} ({more} other drops not logged)");
+        }
+        None
+    }
+
+    /// Decides what the datagram at `buf[datagram]` from `from` under
+    /// declaration `decl` is. On a keyed channel it is opened in place;
+    /// whatever fails is counted and changes nothing.
+    fn admit(&mut self, now: Now, from: SocketAddr, decl: DeclId, buf: &mut [u8], datagram: Range<usize>) -> Admit {
+        let len = datagram.len();
+        let Some(k) = self.decls.key_of(decl) else {
+            return if len <= HEARTBEAT_MAX { Admit::Heartbeat } else { Admit::Frame(datagram) };
+        };
+        let key = &mut self.keys[k];
+        let opened = match key.transport.open_in_place(&mut buf[datagram.clone()], now.unix) {
+            Ok(o) => o,
+            Err(e) => {
+                self.switch.count_drop(open_drop_reason(e));
+                if let Some(more) = self.logs.auth.allow(now.mono) {
+                    debug!("dropped a {len}-byte datagram from {from}: {e} ({more} more keyed drops not logged)");
+                }
+                return Admit::Dropped;
+            }
+        };
+        if opened.new_session {
+            debug!("{from}: new session {} of key {}", opened.session, key.fingerprint);
+            match key.transport.peer_session(opened.start, now.unix) {
+                Ok(true) => debug!(
+                    "renewed our session of key {} so that {from} (clock {}s from ours) accepts it",
+                    key.fingerprint,
+                    opened.start as i128 - now.unix as i128
+                ),
+                Ok(false) => {}
+                Err(e) => warn!("cannot renew our session of key {}: {e}", key.fingerprint),
+            }
+        }
+        match opened.kind {
+            Kind::Heartbeat => Admit::Heartbeat,
+            Kind::Data => Admit::Frame(datagram.start + opened.payload.start..datagram.start + opened.payload.end),
+        }
+    }
+
+    /// Switches `frame`, which came in on `ingress`, and plans it where the
+    /// switch says.
+    fn forward(&mut self, now: Now, ingress: PortId, frame: &[u8]) {
+        self.targets.clear();
+        match self.switch.handle_frame(now.mono, ingress, frame) {
+            Forward::Drop(r) => {
+                trace!("drop {} from port {}: {}", frame.len(), ingress.0, r.name());
+                return;
+            }
+            Forward::Unicast(t) => self.targets.push(t),
+            Forward::Flood(targets) => self.targets.extend_from_slice(targets),
+        }
+        self.send_planned(now, frame, Kind::Data);
+    }
+
+    /// Plans `frame` for every target in `self.targets`: as it is to the
+    /// plaintext ones (the local end, unkeyed remotes), sharing one copy;
+    /// then sealed once per key, the same datagram to every target of that
+    /// key. A target that cannot be reached is counted.
+    fn send_planned(&mut self, now: Now, frame: &[u8], kind: Kind) {
+        let Node { switch, decls, keys, roles, plan, targets, logs, .. } = self;
+        let key_of = |t: &Target| t.decl.and_then(|d| decls.key_of(d));
+        // Plain heartbeats are the short datagram, not an empty frame.
+        let plain = if kind == Kind::Heartbeat { HEARTBEAT } else { frame };
+        let mut copy: Option<Range<usize>> = None;
+        for t in targets.iter().filter(|t| key_of(t).is_none()) {
+            let Some((chan, to)) = roles.route(t.dest) else {
+                switch.count_drop(DropReason::NoTarget);
+                continue;
+            };
+            // Never a heartbeat or an empty datagram to the group (SPEC 4).
+            if t.dest == Dest::Multicast && plain.len() <= HEARTBEAT_MAX {
+                switch.count_drop(DropReason::Runt);
+                continue;
+            }
+            let range = copy.get_or_insert_with(|| plan.push_bytes(plain)).clone();
+            plan.queue(chan, range, to);
+        }
+        for (k, key) in keys.iter_mut().enumerate() {
+            let mine = |t: &&Target| key_of(t) == Some(k);
+            if !targets.iter().any(|t| mine(&t)) {
+                continue;
+            }
+            let start = plan.push_frame(frame);
+            let entry = plan.entry_mut(start, frame.len());
+            let sealed = match key.transport.seal_in_place(entry, HEADROOM, frame.len(), kind, now.unix) {
+                Ok(d) => start + d.start..start + d.end,
+                Err(e) => {
+                    switch.count_drops(DropReason::SendFailed, targets.iter().filter(mine).count() as u64);
+                    if let Some(more) = logs.seal.allow(now.mono) {
+                        warn!("cannot seal a datagram with key {}: {e} ({more} more not logged)", key.fingerprint);
+                    }
+                    continue;
+                }
+            };
+            for t in targets.iter().filter(mine) {
+                match roles.route(t.dest) {
+                    Some((chan, to)) => plan.queue(chan, sealed.clone(), to),
+                    None => switch.count_drop(DropReason::NoTarget),
+                }
+            }
+        }
+    }
+}
+
+/// The drop reason counted for a datagram a keyed channel refused.
+pub fn open_drop_reason(e: OpenError) -> DropReason {
+    match e {
+        // A plaintext datagram on a keyed channel is malformed: the same
+        // thing as a forgery for whoever counts.
+        OpenError::Malformed | OpenError::BadAuth => DropReason::BadAuth,
+        OpenError::Replay => DropReason::Replay,
+        OpenError::OwnSession => DropReason::OwnSession,
+        OpenError::StaleSession => DropReason::StaleSession,
+        OpenError::SessionCacheFull => DropReason::SessionCacheFull,
+    }
+}
+
+#[cfg(test)]
+mod tests;
