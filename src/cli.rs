@@ -1,10 +1,14 @@
 //! The command line, in two stages: clap reads the options close to argv,
-//! then [`Config::try_from`] turns them, and the positional part, into a typed
-//! [`Config`]. Tests drive [`parse`] with string slices.
+//! each option's value already typed by our own value parsers, then
+//! [`Config::try_from`] turns them, and the positional part (the manual's
+//! grammar, which clap cannot express), into a typed [`Config`]. clap's
+//! errors are mapped from their kinds and contexts to our one-line
+//! [`ArgError`], never from their rendered text. Tests drive [`parse`] with
+//! string slices.
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use crate::config::{self, ArgError, Config, LocalEnd};
+use crate::config::{self, ArgError, Config, LocalEnd, McastSpec};
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -52,6 +56,7 @@ fn command() -> Command {
                 .short('B')
                 .value_name("n")
                 .action(ArgAction::Set)
+                .value_parser(|s: &str| config::parse_count(s, "receive buffers"))
                 .allow_hyphen_values(true)
                 .help("Receive buffers, 1-1024"),
         )
@@ -60,6 +65,7 @@ fn command() -> Command {
                 .short('T')
                 .value_name("n")
                 .action(ArgAction::Set)
+                .value_parser(|s: &str| config::parse_count(s, "threads"))
                 .allow_hyphen_values(true)
                 .help("Dispatch threads, 1-1024 (no effect)"),
         )
@@ -68,6 +74,7 @@ fn command() -> Command {
                 .short('m')
                 .value_name("mcast")
                 .action(ArgAction::Set)
+                .value_parser(config::parse_mcast)
                 .allow_hyphen_values(true)
                 .help("IPv4 multicast channel group:port[=keyfile]"),
         )
@@ -76,6 +83,7 @@ fn command() -> Command {
                 .short('t')
                 .value_name("tap")
                 .action(ArgAction::Set)
+                .value_parser(config::parse_tap)
                 .allow_hyphen_values(true)
                 .help("Tap interface as local end, or '-' for stdin/stdout"),
         )
@@ -129,51 +137,56 @@ fn missing_value(opt: &str) -> Option<&'static str> {
     })
 }
 
-/// Turns clap's multi-line error into our one-line form: the option alone as
-/// the argument (`-t`, not `-t <tap>`), and what was expected.
+/// Turns clap's error into our one-line form, from its kind and context:
+/// the option alone as the argument (`-t`, not `-t <tap>`), or the value
+/// with the option it belongs to, and what was expected.
 fn clap_error(e: &clap::Error) -> ArgError {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let arg = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => s.split(' ').next().unwrap_or_default().to_owned(),
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => s.clone(),
         _ => String::new(),
     };
-    let expected = match (e.kind(), missing_value(&arg)) {
-        (ErrorKind::UnknownArgument, _) if arg == "-i" => "-i must follow a remote declaration, after the port".into(),
-        (ErrorKind::UnknownArgument, _) => format!("unknown option ({})", config::OPTIONS),
-        (ErrorKind::InvalidValue | ErrorKind::NoEquals, Some(text)) => text.to_owned(),
-        (ErrorKind::ArgumentConflict, _) if !arg.is_empty() => format!("{arg} may be given only once"),
-        _ => {
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ").trim().to_owned();
-            if first.is_empty() {
-                "invalid arguments".to_owned()
-            } else {
-                first
-            }
+    // "-B <n>" names the option; the option alone is what the user typed.
+    let option = context(ContextKind::InvalidArg).split(' ').next().unwrap_or_default().to_owned();
+    match e.kind() {
+        // Our own value parser refused the value: its message, with the option.
+        ErrorKind::ValueValidation => {
+            let value = context(ContextKind::InvalidValue);
+            let ours = std::error::Error::source(e).and_then(|s| s.downcast_ref::<ArgError>());
+            let expected = ours.map_or_else(|| "an invalid value".to_owned(), |a| a.expected.clone());
+            ArgError::new(&value, expected).of_option(&option)
         }
-    };
-    ArgError { arg, expected }
+        ErrorKind::UnknownArgument if option == "-i" => {
+            ArgError::new(&option, "-i must follow a remote declaration, after the port")
+        }
+        ErrorKind::UnknownArgument => ArgError::new(&option, format!("unknown option ({})", config::OPTIONS)),
+        ErrorKind::InvalidValue | ErrorKind::NoEquals => match missing_value(&option) {
+            Some(text) => ArgError::new(&option, text),
+            None => ArgError::new(&option, format!("expected a value after {option}")),
+        },
+        ErrorKind::ArgumentConflict if !option.is_empty() => {
+            ArgError::new(&option, format!("{option} may be given only once"))
+        }
+        _ if !option.is_empty() => ArgError::new(&option, format!("cannot be used this way ({})", config::OPTIONS)),
+        _ => ArgError::new("", format!("invalid command line ({})", config::OPTIONS)),
+    }
 }
 
 impl TryFrom<&ArgMatches> for Config {
     type Error = ArgError;
 
     fn try_from(m: &ArgMatches) -> Result<Config, ArgError> {
-        let get = |id: &str| m.get_raw(id).and_then(|mut v| v.next()).and_then(|s| s.to_str()).map(str::to_owned);
         let ipv4_only = m.get_flag("ipv4");
-        let multicast = get("mcast").map(|s| config::parse_mcast(&s)).transpose()?;
-        let local = match get("tap") {
-            None => LocalEnd::None,
-            Some(t) => config::parse_tap(&t)?,
-        };
+        let multicast = m.get_one::<McastSpec>("mcast").cloned();
+        let local = m.get_one::<LocalEnd>("tap").cloned().unwrap_or(LocalEnd::None);
         let rest: Vec<String> =
             m.get_raw("rest").map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect()).unwrap_or_default();
         let (port, remotes) = config::parse_positionals(&rest, ipv4_only, multicast.is_some())?;
         Ok(Config {
             verbosity: m.get_count("verbose").min(3),
             ipv4_only,
-            buffers: get("buffers").map(|s| config::parse_count(&s, "receive buffers")).transpose()?,
-            threads: get("threads").map(|s| config::parse_count(&s, "threads")).transpose()?,
+            buffers: m.get_one::<u16>("buffers").copied(),
+            threads: m.get_one::<u16>("threads").copied(),
             multicast,
             local,
             port,

@@ -143,18 +143,26 @@ impl McastSpec {
     }
 }
 
-/// A bad argument: the text as given, and what was expected instead.
+/// A bad argument: the text as given, the option it was the value of, and
+/// what was expected instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgError {
     /// The offending argument, verbatim.
     pub arg: String,
+    /// The option whose value it is (`-B`, `-t`, ...), if it is one.
+    pub option: Option<String>,
     /// What was expected there.
     pub expected: String,
 }
 
 impl ArgError {
     pub(crate) fn new(arg: &str, expected: impl Into<String>) -> Self {
-        ArgError { arg: arg.to_owned(), expected: expected.into() }
+        ArgError { arg: arg.to_owned(), option: None, expected: expected.into() }
+    }
+
+    /// The same error, as the value of `option`.
+    pub(crate) fn of_option(self, option: &str) -> Self {
+        ArgError { option: Some(option.to_owned()), ..self }
     }
 }
 
@@ -172,7 +180,11 @@ impl fmt::Display for ArgError {
                 write!(f, "{c}")?;
             }
         }
-        write!(f, "': {}", self.expected)
+        f.write_str("'")?;
+        if let Some(option) = &self.option {
+            write!(f, " for {option}")?;
+        }
+        write!(f, ": {}", self.expected)
     }
 }
 

@@ -180,7 +180,6 @@ pub struct Daemon {
     ready: Vec<bool>,
     pool: RxPool,
     signals: Signals,
-    udp_addr: Option<SocketAddr>,
 }
 
 impl Daemon {
@@ -202,12 +201,11 @@ impl Daemon {
         let poll = Poll::new().map_err(StartError::EventLoop)?;
         let batch = usize::from(cfg.buffers.unwrap_or(DEFAULT_BATCH));
         let mut chans: Vec<Box<dyn Channel>> = Vec::new();
-        let (mut udp, mut local, mut multicast, mut udp_addr) = (None, None, None, None);
+        let (mut udp, mut local, mut multicast) = (None, None, None);
         if let Some(port) = cfg.port {
             let u = UdpChannel::bind(port, cfg.ipv4_only, batch).map_err(|source| StartError::Bind { port, source })?;
             let addr = u.local_addr().map_err(|source| StartError::Bind { port, source })?;
             info!("listening on UDP {addr}");
-            udp_addr = Some(addr);
             udp = Some(chans.len());
             chans.push(Box::new(u));
         }
@@ -257,17 +255,7 @@ impl Daemon {
             batch,
         };
         let node = Node::new(setup, now).map_err(StartError::Node)?;
-        Ok(Daemon { poll, node, ready: vec![true; chans.len()], chans, pool: RxPool::new(batch), signals, udp_addr })
-    }
-
-    /// The bound UDP address, if any.
-    pub fn udp_addr(&self) -> Option<SocketAddr> {
-        self.udp_addr
-    }
-
-    /// The node, for inspection.
-    pub fn node(&self) -> &Node {
-        &self.node
+        Ok(Daemon { poll, node, ready: vec![true; chans.len()], chans, pool: RxPool::new(batch), signals })
     }
 
     /// Runs until the local end closes, a signal ends it, or a channel fails.

@@ -119,11 +119,6 @@ impl Mmsg {
         }
     }
 
-    /// The batch size.
-    pub fn capacity(&self) -> usize {
-        self.hdrs.len()
-    }
-
     /// Receives up to `meta.len()` datagrams without blocking into equal
     /// slots of `store`: datagram `i` lands at
     /// `store[i * slot + offset .. (i + 1) * slot]`. Fills `meta` with each

@@ -511,6 +511,31 @@ fn bad_command_lines_are_refused_with_the_argument_quoted() {
     assert!(BAD.len() >= 30);
 }
 
+/// A bad option value is quoted with the option it belongs to.
+#[test]
+fn a_bad_option_value_names_the_option() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["-B", "0", "1400"], "-B", "0"),
+        (&["-B8x", "1400"], "-B", "8x"),
+        (&["-T", "abc", "1400"], "-T", "abc"),
+        (&["-m", "10.0.0.1:2000"], "-m", "10.0.0.1:2000"),
+        (&["-t", "tap/0", "1400"], "-t", "tap/0"),
+        (&["-t", "-v", "1400"], "-t", "-v"),
+    ];
+    for &(args, option, value) in cases {
+        let e = bad(args);
+        assert_eq!((e.option.as_deref(), e.arg.as_str()), (Some(option), value), "{args:?}: {e}");
+        let line = e.to_string();
+        assert!(line.starts_with(&format!("bad argument '{value}' for {option}: ")), "{args:?}: {line}");
+        assert!(line.contains("expected"), "{args:?}: {line}");
+    }
+    // An option without its value, an unknown one, or one given twice is
+    // the argument itself.
+    for args in [&["-B"][..], &["-x", "1400"], &["-t", "-", "-t", "-", "1400"]] {
+        assert_eq!(bad(args).option, None, "{args:?}");
+    }
+}
+
 #[test]
 fn non_utf8_argument_is_refused() {
     use std::os::unix::ffi::OsStringExt;
@@ -573,7 +598,7 @@ fn binary_bad_argument_exits_2_with_one_quoted_line() {
         (os(&["-x", "1400"]), "'-x'"),
         (os(&["1400", "-v"]), "'-v'"),
         (os(&["1400", "-i", "02:00:00:00:00:01"]), "'-i'"),
-        (os(&["-B", "1025", "1400"]), "'1025'"),
+        (os(&["-B", "1025", "1400"]), "'1025' for -B"),
         (os(&["-t", "abcdefghijklmnop", "1400"]), "'abcdefghijklmnop'"),
         (os(&["-m", "244.0.2.1:2000", "-t", "vpn0"]), "'244.0.2.1:2000'"),
         (os(&["-4", "1400", "[fd::1]:1400"]), "'[fd::1]:1400'"),

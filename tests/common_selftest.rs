@@ -3,11 +3,6 @@
 mod common;
 
 #[test]
-fn binary_is_built() {
-    assert!(common::rrqnet_bin().exists());
-}
-
-#[test]
 fn netns_is_removed_on_drop() {
     if !common::privileged("netns_is_removed_on_drop") {
         return;

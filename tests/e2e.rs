@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use common::frames::{frame, mac, BCAST};
 use common::stdio::exchange_frames;
-use common::stdio::StdioDaemon;
-use common::Proc;
+use common::stdio::{Captured, StdioDaemon};
 
 /// Ports for this file's tests: distinct per test so they can run in parallel.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
@@ -21,11 +20,11 @@ fn port() -> u16 {
     base + NEXT_PORT.fetch_add(1, Ordering::SeqCst)
 }
 
-/// A daemon with stdin/stdout as its local end, given a moment to bind
-/// before anyone sends to it; frames are expected within 3 s.
+/// A daemon with stdin/stdout as its local end, bound before anyone sends
+/// to it; frames are expected within 3 s.
 fn stdio_daemon(args: &[&str]) -> StdioDaemon {
     let d = StdioDaemon::spawn("rrqnet", None, "-vv", args).with_expect_limit(Duration::from_secs(3));
-    std::thread::sleep(Duration::from_millis(150));
+    assert!(d.wait_log("listening on UDP", Duration::from_secs(5)), "rrqnet did not bind:\n{}", d.log());
     d
 }
 
@@ -56,7 +55,8 @@ fn ipv4_only_socket_passes_frames() {
     let (pa, pb) = (port(), port());
     let mut b = stdio_daemon(&["-4", &pb.to_string(), "127.0.0.0/8"]);
     let a = stdio_daemon(&["-4", &pa.to_string(), &format!("127.0.0.1:{pb}")]);
-    std::thread::sleep(Duration::from_millis(200)); // a's first heartbeat makes b know it
+    // a's first heartbeat makes b know it.
+    assert!(b.wait_log(&format!("remote 127.0.0.1:{pa} connected"), Duration::from_secs(5)), "{}", b.log());
     let f = frame(BCAST, mac(7), 100, 9);
     b.send(&f);
     a.expect(&f, "-4 broadcast b->a");
@@ -68,13 +68,16 @@ fn ipv4_only_socket_passes_frames() {
 fn pure_switch_in_the_middle_forwards() {
     let (ps, pa, pb) = (port(), port(), port());
     let mut hub = Command::new(common::rrqnet_bin());
-    hub.args(["-vv", &ps.to_string(), "127.0.0.0/8"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut hub = Proc::spawn("rrqnet hub", &mut hub);
-    std::thread::sleep(Duration::from_millis(150));
+    hub.args(["-vv", &ps.to_string(), "127.0.0.0/8"]).stdin(Stdio::null()).stdout(Stdio::null());
+    let mut hub = Captured::spawn("rrqnet hub", &mut hub);
+    assert!(hub.wait_log("listening on UDP", Duration::from_secs(5)), "{}", hub.log());
     let mut a = stdio_daemon(&[&pa.to_string(), &format!("127.0.0.1:{ps}")]);
     let mut b = stdio_daemon(&[&pb.to_string(), &format!("127.0.0.1:{ps}")]);
     // Both clients' first heartbeats make the hub know them.
-    std::thread::sleep(Duration::from_millis(300));
+    for p in [pa, pb] {
+        let known = format!("remote 127.0.0.1:{p} connected");
+        assert!(hub.wait_log(&known, Duration::from_secs(5)), "{}", hub.log());
+    }
     let f = frame(BCAST, mac(1), 60, 1);
     a.send(&f);
     b.expect(&f, "broadcast through the hub");
@@ -86,8 +89,8 @@ fn pure_switch_in_the_middle_forwards() {
     b.expect(&h, "jumbo unicast through the hub");
     a.finish();
     b.finish();
-    assert!(hub.running(), "the hub keeps running");
-    hub.stop();
+    assert!(hub.proc.running(), "the hub keeps running");
+    hub.proc.stop();
 }
 
 #[test]
@@ -97,7 +100,8 @@ fn heartbeat_makes_the_server_learn_the_client() {
     let client = stdio_daemon(&[&pc.to_string(), &format!("127.0.0.1:{ps}")]);
     // The client sends nothing but its heartbeat; the server's broadcast
     // must still reach it.
-    std::thread::sleep(Duration::from_millis(300));
+    let known = format!("remote 127.0.0.1:{pc} connected");
+    assert!(server.wait_log(&known, Duration::from_secs(5)), "{}", server.log());
     let f = frame(BCAST, mac(5), 80, 5);
     server.send(&f);
     client.expect(&f, "server broadcast after only a heartbeat");

@@ -227,7 +227,9 @@ fn the_wire_carries_sealed_datagrams_and_captures_do_not_replay() {
     let g = frame(mac(1), mac(2), 100, 9);
     b.send(&g);
     a.expect(&g, "reply through the relay");
-    std::thread::sleep(Duration::from_millis(200));
+    // Everything A sent went through the relay before B could have it.
+    let from_a_count = || captured.lock().unwrap().iter().filter(|(ab, _)| *ab).count();
+    assert!(wait_for(Duration::from_secs(2), || from_a_count() >= 21), "{} datagrams from A", from_a_count());
     stop.store(true, Ordering::SeqCst);
     relay_thread.join().unwrap();
 
@@ -555,7 +557,7 @@ fn a_restarted_peer_with_a_distant_clock_makes_us_renew() {
     let mut p = Peer::skewed(p.sock, &k, 0);
     let hb = p.seal(&[]);
     p.send(&hb, ph);
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(sessions(&hub, 2), "the hub saw p's new session:\n{}", hub.log());
     hub.send(&f);
     let same = Header::parse(&p.expect_data(&f, "after a restart in agreement")).unwrap();
     assert_eq!(same.session, first.session, "no renewal for a peer whose clock agrees:\n{}", hub.log());
@@ -565,7 +567,7 @@ fn a_restarted_peer_with_a_distant_clock_makes_us_renew() {
     let mut p = Peer::skewed(p.sock, &k, 200);
     let hb = p.seal(&[]);
     p.send(&hb, ph);
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(sessions(&hub, 3), "the hub saw p's third session:\n{}", hub.log());
     hub.send(&f);
     let renewed = Header::parse(&p.expect_data(&f, "after a restart 200 s ahead")).unwrap();
     assert_ne!(renewed.session, first.session, "renewed:\n{}", hub.log());
@@ -620,4 +622,9 @@ fn keyed_multicast_pair_passes_frames() {
         assert!(drop_count(log, "own-multicast") > 0, "{log}");
     }
     assert!(drop_count(&lc, "bad-auth") >= 204, "C drops everything A and B sent:\n{lc}");
+}
+
+/// Waits until `hub` has logged `n` new sessions of its peers.
+fn sessions(hub: &StdioDaemon, n: usize) -> bool {
+    wait_for(Duration::from_secs(2), || hub.log().matches("new session").count() >= n)
 }

@@ -303,10 +303,12 @@ fn delete_tap_under_daemon(ns: &Netns, dir: &Scratch, tap: &str, precreate: bool
     }
     let mut d = Logged::rrqnet(ns, dir, &format!("del-{tap}"), &["-v", "-t", tap, "1400"]);
     assert!(ns.try_sh(&format!("ip link show {tap}")), "{tap} does not exist\n{}", d.text());
-    std::thread::sleep(Duration::from_millis(200));
+    let pid = d.proc.pid();
+    // The daemon is in its loop once it sleeps waiting for events.
+    let idle = wait_for(Duration::from_secs(3), || matches!(cpu_ticks(pid), Some(('S', _))));
+    assert!(idle, "the daemon never waited for events\n{}", d.text());
     let t0 = Instant::now();
     ns.ip(&["link", "del", tap]);
-    let pid = d.proc.pid();
     let exited = wait_for(Duration::from_secs(3), || matches!(cpu_ticks(pid), Some(('Z', _)) | None));
     let took = t0.elapsed();
     let ticks = cpu_ticks(pid).map(|(_, t)| t);

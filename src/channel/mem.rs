@@ -261,16 +261,4 @@ mod tests {
         assert_eq!(c.recv_batch(&mut pool).unwrap(), Rx::Closed);
         assert_eq!(c.recv_batch(&mut pool).unwrap(), Rx::Closed);
     }
-
-    #[test]
-    fn works_as_a_channel_object() {
-        let poll = mio::Poll::new().unwrap();
-        let mut c: Box<dyn Channel> = Box::new(MemChannel::new("mem0"));
-        assert_eq!(c.name(), "mem0");
-        c.register(poll.registry(), Token(3)).unwrap();
-        assert!(!c.has_backlog());
-        c.flush().unwrap();
-        let mut pool = RxPool::new(1);
-        assert_eq!(c.recv_batch(&mut pool).unwrap(), Rx::Batch { count: 0, drained: true });
-    }
 }

@@ -60,12 +60,6 @@ impl TapChannel {
         Ok(TapChannel { iface, label, warned_oversize: false })
     }
 
-    /// The interface name the kernel gave (the one asked for, unless it had
-    /// a `%d` pattern).
-    pub fn ifname(&self) -> &str {
-        self.iface.name()
-    }
-
     /// Turns an error that ends the channel into one that says why.
     fn fatal(&self, e: io::Error) -> io::Error {
         match e.raw_os_error() {

@@ -13,7 +13,7 @@ pub mod table;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::mac::{Frame, MacAddr};
 use table::{Answer, Learn, MacTable};
@@ -596,11 +596,6 @@ impl Switch {
             }
         }
         next
-    }
-
-    /// How long from `now` until the next timeout, for a poll call.
-    pub fn timeout_from(&self, now: Instant) -> Option<Duration> {
-        self.poll_timeout().map(|t| t.saturating_duration_since(now))
     }
 }
 
