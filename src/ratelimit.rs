@@ -16,6 +16,22 @@
 //! line that gets through reports both counts ([`Allowed`], whose `Display`
 //! is the suffix to append), so the sum of lines written and counts reported
 //! is the number of events, to the last one still pending.
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use std::time::{Duration, Instant};
+//! use rrqnet::ratelimit::{LogBudget, PerKey};
+//!
+//! // Owned by the event loop, beside the site limiters.
+//! let mut budget = LogBudget::default();
+//! let mut unknown: PerKey<IpAddr> = PerKey::new(Duration::from_secs(60), 1024);
+//! // Once per turn of the loop.
+//! let now = Instant::now();
+//! let from: IpAddr = "192.0.2.7".parse().unwrap();
+//! if let Some(suppressed) = unknown.check(from, now, &mut budget) {
+//!     log::debug!("dropped a datagram from undeclared source {from}{suppressed}");
+//! }
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
