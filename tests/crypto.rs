@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rrqnet::crypto::{
-    timing, KeyFileProblem, KeyFileWarning, Kind, MasterKey, OpenError, Opener, Sealer, SealerLimits, SessionId,
-    Transport, DEFAULT_MAX_SESSIONS, HEADER_LEN, OVERHEAD, REPLAY_WINDOW, TAG_LEN,
+    timing, FileKind, KeyFileProblem, KeyFileWarning, Kind, MasterKey, OpenError, Opener, Sealer, SealerLimits,
+    SessionId, Transport, DEFAULT_MAX_SESSIONS, HEADER_LEN, OVERHEAD, REPLAY_WINDOW, TAG_LEN,
 };
 
 const NOW: u64 = 1_700_000_000;
@@ -584,7 +584,8 @@ fn unusable_key_files_are_errors_naming_the_path_and_the_reason() {
     assert!(line.contains("is a directory"), "{line}");
 
     let (p, line) = load_err(Path::new("/dev/null"));
-    assert!(matches!(p, KeyFileProblem::NotRegular), "{line}");
+    assert!(matches!(p, KeyFileProblem::NotRegular(FileKind::CharDevice)), "{line}");
+    assert!(line.ends_with("/dev/null: is a character device, not a regular file"), "{line}");
 }
 
 #[test]
@@ -600,6 +601,7 @@ fn a_key_file_readable_by_others_is_used_with_a_warning() {
                 let line = w.to_string();
                 assert!(line.contains(&p.display().to_string()) && line.contains(&format!("{mode:04o}")), "{line}");
             }
+            Some(w) => panic!("mode {mode:o}: {w}"),
             None => assert!(!warn, "mode {mode:o}"),
         }
     }
@@ -627,4 +629,152 @@ fn key_files_of_32_bytes_and_of_1_mib_are_read_whole() {
     let mut tx = Sealer::new(&k, NOW, SealerLimits::default()).unwrap();
     let mut rx = Transport::new(&MasterKey::load(&p).unwrap().key, NOW).unwrap();
     assert_eq!(open(&mut rx, &seal(&mut tx, &frame(100, 0), NOW), NOW), Ok(frame(100, 0)));
+}
+
+/// Makes a FIFO with mkfifo(1) (the tests have no unsafe code to call
+/// mkfifo(3) with).
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo(1) runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Loads `path` on another thread and gives up after `limit`: a load that
+/// blocks fails the test instead of hanging it. On a timeout the FIFO, if
+/// that is what `path` is, gets a writer so that the stuck thread ends.
+fn load_within(path: &Path, limit: std::time::Duration) -> Result<rrqnet::crypto::LoadedKey, (KeyFileProblem, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.to_path_buf();
+    let started = std::time::Instant::now();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(MasterKey::load(&p).map_err(|e| (e.to_string(), e)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(r) => {
+            worker.join().unwrap();
+            r.map_err(|(line, e)| {
+                assert!(line.contains(&path.display().to_string()), "{line:?} names the path");
+                (e.problem, line)
+            })
+        }
+        Err(_) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _writer = fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path);
+            let _ = worker.join();
+            panic!("loading {} took more than {limit:?} ({:?})", path.display(), started.elapsed());
+        }
+    }
+}
+
+#[test]
+fn a_fifo_key_file_is_refused_at_once_naming_the_path() {
+    let dir = Scratch::new("fifo");
+    let fifo = dir.0.join("fifo.key");
+    mkfifo(&fifo);
+    // Nobody writes to it: opening it for reading the usual way waits for a
+    // writer, for ever, and the daemon never started.
+    let started = std::time::Instant::now();
+    let (p, line) = load_within(&fifo, std::time::Duration::from_secs(5)).map(|_| ()).unwrap_err();
+    assert!(matches!(p, KeyFileProblem::NotRegular(FileKind::Fifo)), "{line}");
+    assert_eq!(line, format!("key file {}: is a FIFO (named pipe), not a regular file", fifo.display()));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+
+    // The same behind a symbolic link, which is otherwise fine.
+    let link = dir.0.join("link.key");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let (p, _) = load_within(&link, std::time::Duration::from_secs(5)).map(|_| ()).unwrap_err();
+    assert!(matches!(p, KeyFileProblem::NotRegular(FileKind::Fifo)));
+}
+
+#[test]
+fn sockets_devices_and_directories_are_refused_naming_what_they_are() {
+    let dir = Scratch::new("kinds");
+    let sock = dir.0.join("sock.key");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let limit = std::time::Duration::from_secs(5);
+    let (p, line) = load_within(&sock, limit).map(|_| ()).unwrap_err();
+    assert!(matches!(p, KeyFileProblem::NotRegular(FileKind::Socket)), "{line}");
+    assert!(line.ends_with(": is a socket, not a regular file"), "{line}");
+
+    for dev in ["/dev/null", "/dev/zero", "/dev/urandom"] {
+        let (p, line) = load_within(Path::new(dev), limit).map(|_| ()).unwrap_err();
+        assert!(matches!(p, KeyFileProblem::NotRegular(FileKind::CharDevice)), "{line}");
+    }
+
+    let sub = dir.0.join("dir.key");
+    fs::create_dir(&sub).unwrap();
+    let (p, line) = load_within(&sub, limit).map(|_| ()).unwrap_err();
+    assert!(matches!(p, KeyFileProblem::Directory), "{line}");
+}
+
+#[test]
+fn a_symlink_to_a_key_file_is_a_key_file() {
+    let dir = Scratch::new("symlink");
+    let target = dir.file("real.key", &[1; 64], 0o600);
+    let link = dir.0.join("link.key");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let loaded = MasterKey::load(&link).unwrap();
+    assert_eq!(loaded.key.fingerprint(), key(1).fingerprint());
+    assert!(loaded.warning.is_none(), "the link's own mode (0777) is not the file's");
+}
+
+#[test]
+fn a_key_file_writable_by_others_is_used_with_a_warning() {
+    let dir = Scratch::new("writable");
+    for (mode, readable) in [(0o602, false), (0o620, false), (0o622, false), (0o666, true), (0o646, true)] {
+        let p = dir.file(&format!("k{mode:o}"), &[1; 64], mode);
+        let loaded = MasterKey::load(&p).unwrap();
+        assert_eq!(loaded.key.fingerprint(), key(1).fingerprint());
+        let w = loaded.warning.unwrap_or_else(|| panic!("mode {mode:o} gave no warning"));
+        let line = w.to_string();
+        assert!(line.starts_with(&format!("key file {} is ", p.display())), "{line}");
+        assert!(line.contains("writable by"), "{line}");
+        assert!(line.contains(&format!("(mode {mode:04o})")), "{line}");
+        match w {
+            KeyFileWarning::ReadableByOthers { .. } => assert!(readable, "{line}"),
+            KeyFileWarning::WritableByOthers { .. } => assert!(!readable, "{line}"),
+        }
+    }
+    // Group-readable warns; the owner's own bits never do.
+    for (mode, warn) in [(0o640, true), (0o600, false), (0o700, false), (0o400, false)] {
+        let p = dir.file(&format!("g{mode:o}"), &[1; 64], mode);
+        assert_eq!(MasterKey::load(&p).unwrap().warning.is_some(), warn, "mode {mode:o}");
+    }
+}
+
+/// The daemon given a FIFO as a key file exits 1 at once with one line
+/// naming it, as it does for any unusable key file (it used to hang).
+#[test]
+fn the_daemon_refuses_a_fifo_key_file_at_start() {
+    let dir = Scratch::new("daemon-fifo");
+    let fifo = dir.0.join("fifo.key");
+    mkfifo(&fifo);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rrqnet"))
+        .args(["-t", "-", &port, &format!("127.0.0.1:9={}", fifo.display())])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // Our own child, by its handle.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rrqnet still running 10 s after start with a FIFO key file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("rrqnet: key file {}: is a FIFO (named pipe), not a regular file", fifo.display())
+    );
+    assert!(out.stdout.is_empty());
 }

@@ -89,7 +89,9 @@ mod replay;
 mod seal;
 mod wire;
 
-pub use key::{KeyFileError, KeyFileProblem, KeyFileWarning, KeyFingerprint, LoadedKey, MasterKey, MIN_KEY_FILE_LEN};
+pub use key::{
+    FileKind, KeyFileError, KeyFileProblem, KeyFileWarning, KeyFingerprint, LoadedKey, MasterKey, MIN_KEY_FILE_LEN,
+};
 pub use open::{OpenError, Opened, Opener, DEFAULT_MAX_SESSIONS};
 pub use replay::REPLAY_WINDOW;
 pub use seal::{OwnSessions, SealError, Sealer, SealerLimits};

@@ -147,11 +147,15 @@ pub enum DropReason {
     /// An authentic new session refused because the session cache holds
     /// only sessions still fresh enough to be replayed if forgotten.
     SessionCacheFull,
+    /// A frame of a protocol that runs between the two ends of one physical
+    /// link and that no bridge forwards: 802.3x PAUSE, LACP and the other
+    /// slow protocols, MAC Control ([`Frame::is_link_control`]).
+    LinkControl,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -171,6 +175,7 @@ impl DropReason {
         DropReason::OwnSession,
         DropReason::StaleSession,
         DropReason::SessionCacheFull,
+        DropReason::LinkControl,
     ];
 
     /// A short name for logs.
@@ -193,6 +198,7 @@ impl DropReason {
             DropReason::OwnSession => "own-session",
             DropReason::StaleSession => "stale-session",
             DropReason::SessionCacheFull => "session-cache-full",
+            DropReason::LinkControl => "link-control",
         }
     }
 }
@@ -480,6 +486,12 @@ impl Switch {
         let (src, dst) = (frame.src(), frame.dst());
         if !src.is_learnable() {
             return self.drop(DropReason::InvalidSource);
+        }
+        // Before learning: a frame no bridge relays teaches nothing either.
+        // Which link-local group addresses pass is decided and explained at
+        // `Frame::is_link_control`.
+        if frame.is_link_control() {
+            return self.drop(DropReason::LinkControl);
         }
         let Some(in_port) = self.ports.get(ingress.0 as usize).and_then(Option::as_ref) else {
             return self.drop(DropReason::NoTarget);

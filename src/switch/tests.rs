@@ -616,7 +616,7 @@ fn every_drop_counts_under_its_own_reason() {
             other => panic!("expected a drop, got {other:?}"),
         }
     }
-    let cases: [(DropReason, Case); 7] = [
+    let cases: [(DropReason, Case); 8] = [
         (DropReason::Runt, |sw, t, [l, _, _]| frame_case(send_bytes(sw, t, l, &[0u8; 13]))),
         (DropReason::InvalidSource, |sw, t, [l, _, _]| frame_case(send(sw, t, l, mac(1), MacAddr::ZERO))),
         (DropReason::Ignored, |sw, t, [_, u1, _]| frame_case(send(sw, t, u1, MacAddr::BROADCAST, mac(0x99)))),
@@ -624,6 +624,7 @@ fn every_drop_counts_under_its_own_reason() {
         (DropReason::Hairpin, |sw, t, [_, u1, _]| frame_case(send(sw, t, u1, mac(0xa), mac(0xc)))),
         (DropReason::NoTarget, |sw, t, _| frame_case(send(sw, t, PortId(99), mac(1), mac(2)))),
         (DropReason::TooManyRemotes, |sw, t, _| sw.remote_rx(t, addr(9), 0)),
+        (DropReason::LinkControl, |sw, t, [l, _, _]| frame_case(send(sw, t, l, MacAddr::PAUSE, mac(1)))),
     ];
     for (want, case) in cases {
         let before = sw.stats().drops;
@@ -750,4 +751,81 @@ fn table_holds_outlast_a_full_table_and_go_with_their_port() {
     assert_eq!(t.learn(mac(3), q, c.0, six), Learn::HeldElsewhere(p));
     t.forget_port(p);
     assert_eq!(t.learn(mac(3), q, c.0, six), Learn::Full);
+}
+
+// ---------------------------------------------------------------------------
+// Link-local control frames (see `Frame::is_link_control` for the rules).
+
+/// A frame to `dst` from `src` with this EtherType (or 802.3 length).
+fn typed_frame(dst: MacAddr, src: MacAddr, ethertype: u16) -> [u8; 60] {
+    let mut b = frame(dst, src);
+    b[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    b
+}
+
+#[test]
+fn pause_and_slow_protocol_frames_are_dropped_counted_and_not_learned() {
+    let c = Clock::new();
+    let (mut sw, l, u1, u2) = three_ports(&c, Params::default());
+    let cases = [
+        (MacAddr::PAUSE, crate::mac::ETHERTYPE_MAC_CONTROL), // 802.3x PAUSE
+        (MacAddr::SLOW_PROTOCOLS, 0x8809),                   // LACP
+        (MacAddr::PAUSE, 0x0800),                            // the address alone
+        (mac(0xb), crate::mac::ETHERTYPE_MAC_CONTROL),       // a PAUSE to a unicast address
+        (MacAddr::BROADCAST, crate::mac::ETHERTYPE_MAC_CONTROL),
+    ];
+    let mut n = 0;
+    for ingress in [l, u1, u2] {
+        for (i, &(dst, ethertype)) in cases.iter().enumerate() {
+            let src = mac(0x40 + i as u8);
+            let out = send_bytes(&mut sw, c.ms(n), ingress, &typed_frame(dst, src, ethertype));
+            assert_eq!(out, Out::Drop(DropReason::LinkControl), "{dst} {ethertype:04x} from {ingress:?}");
+            n += 1;
+            assert_eq!(sw.port_of(&src, c.ms(n)), None, "a dropped frame teaches nothing");
+        }
+    }
+    assert_eq!(sw.stats().dropped(DropReason::LinkControl), n);
+    assert_eq!(sw.stats().drops.iter().sum::<u64>(), n, "no other counter moved");
+    assert_eq!(sw.stats().frames_in, n);
+    assert_eq!(sw.mac_count(), 0);
+    assert_eq!(DropReason::LinkControl.name(), "link-control");
+}
+
+#[test]
+fn a_pause_frame_does_not_move_a_learned_address() {
+    let c = Clock::new();
+    let (mut sw, l, u1, u2) = three_ports(&c, Params::default());
+    let a = mac(0xa);
+    assert_eq!(send(&mut sw, c.0, u1, MacAddr::BROADCAST, a), Out::Flood(vec![l, u2]));
+    // Long after the hold, a PAUSE with a's address from u2 would move it
+    // if it were learned from.
+    let pause = typed_frame(MacAddr::PAUSE, a, crate::mac::ETHERTYPE_MAC_CONTROL);
+    assert_eq!(send_bytes(&mut sw, c.s(30), u2, &pause), Out::Drop(DropReason::LinkControl));
+    assert_eq!(sw.port_of(&a, c.s(30)), Some(u1));
+    assert_eq!(sw.stats().moved, 0);
+}
+
+#[test]
+fn other_link_local_groups_pass_as_through_a_cable() {
+    let c = Clock::new();
+    let (mut sw, l, u1, u2) = three_ports(&c, Params::default());
+    let group = |last: u8| MacAddr([0x01, 0x80, 0xc2, 0, 0, last]);
+    let mut passed = vec![
+        (MacAddr::STP, 0x0026), // an STP BPDU: 802.3 length, LLC
+        (group(0x03), 0x888e),  // 802.1X EAPOL
+        (group(0x0e), 0x88cc),  // LLDP
+    ];
+    passed.extend((0x04..=0x0f).map(|last| (group(last), 0x0800)));
+    passed.push((group(0x10), 0x0026)); // all bridges: not link-local
+    passed.push((MacAddr([2, 0, 0, 0, 0, 0x7f]), 0x8809)); // slow protocols type, unicast
+    for (i, &(dst, ethertype)) in passed.iter().enumerate() {
+        let src = mac(0x60 + i as u8);
+        let out = send_bytes(&mut sw, c.ms(i as u64), l, &typed_frame(dst, src, ethertype));
+        assert_eq!(out, Out::Flood(vec![u1, u2]), "{dst} {ethertype:04x}");
+        assert_eq!(sw.port_of(&src, c.ms(i as u64)), Some(l));
+    }
+    // And from a remote, never back out of it.
+    assert_eq!(send_bytes(&mut sw, c.s(1), u2, &typed_frame(MacAddr::STP, mac(0x90), 0x0026)), Out::Flood(vec![l, u1]));
+    assert_eq!(sw.stats().dropped(DropReason::LinkControl), 0);
+    assert_eq!(sw.stats().flooded, passed.len() as u64 + 1);
 }
