@@ -11,11 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rrqnet::switch::{Forward, Params, PortId, Switch};
 
 fn frame(dst: [u8; 6], src: [u8; 6]) -> [u8; 64] {
-    let mut f = [0u8; 64];
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12] = 0x08;
-    f
+    rrqnet::testing::frame_array(dst, src)
 }
 
 /// A switch with a local port and `remotes` downlink peers.

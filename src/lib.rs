@@ -27,3 +27,5 @@ pub mod plan;
 pub mod ratelimit;
 pub mod switch;
 pub mod sys;
+#[doc(hidden)]
+pub mod testing;

@@ -14,11 +14,7 @@ use rrqnet::mac::MacAddr;
 use rrqnet::switch::{timing, DropReason, Forward, Params, PortId, Switch};
 
 fn frame(dst: MacAddr, src: MacAddr) -> [u8; 60] {
-    let mut b = [0u8; 60];
-    b[0..6].copy_from_slice(&dst.0);
-    b[6..12].copy_from_slice(&src.0);
-    b[12] = 0x08;
-    b
+    rrqnet::testing::frame_array(dst.0, src.0)
 }
 
 fn host(n: u32) -> MacAddr {

@@ -43,12 +43,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
+use log::{debug, info, log_enabled, trace, warn, Level};
 
 use crate::config::RemoteSpec;
 use crate::crypto::{KeyFingerprint, Kind, MasterKey, OpenError, SealError, Transport};
 use crate::plan::{ChanId, Datagram, Plan, SendReport, HEADROOM};
-use crate::ratelimit::{Every, PerKey};
+use crate::ratelimit::{Every, LogBudget, PerKey};
 use crate::switch::{DeclId, Dest, DropReason, Event, Forward, Params, PortId, Stats, Switch, Target};
 use decl::{DeclKind, Declarations};
 
@@ -182,12 +182,15 @@ struct Group {
     own: SocketAddr,
 }
 
-/// Rate limits of the log lines strangers can trigger.
+/// Rate limits of the log lines strangers can trigger: one limiter per log
+/// site, and one budget over all of them, so that no input makes more than a
+/// few lines a second below trace.
 struct Logs {
     unknown: PerKey<IpAddr>,
     auth: Every,
     send: Every,
     seal: Every,
+    budget: LogBudget,
 }
 
 /// The protocol state of one rrqnet.
@@ -276,6 +279,7 @@ impl Node {
                 auth: Every::new(Duration::from_secs(10)),
                 send: Every::new(Duration::from_secs(10)),
                 seal: Every::new(Duration::from_secs(10)),
+                budget: LogBudget::default(),
             },
         })
     }
@@ -337,7 +341,7 @@ impl Node {
                 self.forward(now, port, &buf[range]);
             }
         }
-        self.log_events();
+        self.log_events(now);
     }
 
     /// Counts a payload that channel `chan` received cut short, because it
@@ -357,7 +361,7 @@ impl Node {
             self.targets.push(t);
             self.send_planned(now, &[], Kind::Heartbeat);
         }
-        self.log_events();
+        self.log_events(now);
     }
 
     /// Hands the plan to the channels, one call per channel with anything
@@ -379,10 +383,10 @@ impl Node {
                 Ok(r) => {
                     self.switch.count_drops(DropReason::SendFailed, r.failed as u64);
                     self.switch.count_drops(DropReason::TooLarge, r.too_large as u64);
-                    if r.failed + r.too_large > 0 {
-                        if let Some(more) = self.logs.send.allow(now.mono) {
+                    if r.failed + r.too_large > 0 && log_enabled!(Level::Debug) {
+                        if let Some(s) = self.logs.send.check(now.mono, &mut self.logs.budget) {
                             debug!(
-                                "channel {chan} did not send {} of {} payloads ({} too large; {more} more not logged)",
+                                "channel {chan} did not send {} of {} payloads ({} too large){s}",
                                 r.failed + r.too_large,
                                 batch.len(),
                                 r.too_large
@@ -418,12 +422,17 @@ impl Node {
         )
     }
 
-    /// Logs what happened to the set of remotes.
-    fn log_events(&mut self) {
+    /// Logs what happened to the set of remotes (a forged source can make
+    /// many remotes on a plain downlink, so these lines are budgeted too).
+    fn log_events(&mut self, now: Now) {
         while let Some(ev) = self.switch.poll_event() {
+            if !log_enabled!(Level::Debug) {
+                continue;
+            }
+            let Some(s) = self.logs.budget.allow(now.mono) else { continue };
             match ev {
-                Event::RemoteUp(a) => debug!("remote {a} connected"),
-                Event::RemoteStale(a) => debug!("remote {a} is stale; removed"),
+                Event::RemoteUp(a) => debug!("remote {a} connected{s}"),
+                Event::RemoteStale(a) => debug!("remote {a} is stale; removed{s}"),
             }
         }
     }
@@ -480,8 +489,11 @@ impl Node {
             return Some(d);
         }
         self.switch.count_drop(DropReason::UnknownSource);
-        if let Some(more) = self.logs.unknown.allow(from.ip(), now.mono) {
-            debug!("dropped a datagram from undeclared source {from} ({more} other drops not logged)");
+        if log_enabled!(Level::Debug) {
+            let Logs { unknown, budget, .. } = &mut self.logs;
+            if let Some(s) = unknown.check(from.ip(), now.mono, budget) {
+                debug!("dropped a datagram from undeclared source {from}{s}");
+            }
         }
         None
     }
@@ -499,22 +511,37 @@ impl Node {
             Ok(o) => o,
             Err(e) => {
                 self.switch.count_drop(open_drop_reason(e));
-                if let Some(more) = self.logs.auth.allow(now.mono) {
-                    debug!("dropped a {len}-byte datagram from {from}: {e} ({more} more keyed drops not logged)");
+                if log_enabled!(Level::Debug) {
+                    if let Some(s) = self.logs.auth.check(now.mono, &mut self.logs.budget) {
+                        debug!("dropped a {len}-byte datagram from {from}: {e}{s}");
+                    }
                 }
                 return Admit::Dropped;
             }
         };
         if opened.new_session {
-            debug!("{from}: new session {} of key {}", opened.session, key.fingerprint);
+            // Only key holders get here, but they can start sessions at will.
+            let budget = &mut self.logs.budget;
+            let mut line = |level: Level| if log_enabled!(level) { budget.allow(now.mono) } else { None };
+            if let Some(s) = line(Level::Debug) {
+                debug!("{from}: new session {} of key {}{s}", opened.session, key.fingerprint);
+            }
             match key.transport.peer_session(opened.start, now.unix) {
-                Ok(true) => debug!(
-                    "renewed our session of key {} so that {from} (clock {}s from ours) accepts it",
-                    key.fingerprint,
-                    opened.start as i128 - now.unix as i128
-                ),
+                Ok(true) => {
+                    if let Some(s) = line(Level::Debug) {
+                        debug!(
+                            "renewed our session of key {} so that {from} (clock {}s from ours) accepts it{s}",
+                            key.fingerprint,
+                            opened.start as i128 - now.unix as i128
+                        );
+                    }
+                }
                 Ok(false) => {}
-                Err(e) => warn!("cannot renew our session of key {}: {e}", key.fingerprint),
+                Err(e) => {
+                    if let Some(s) = line(Level::Warn) {
+                        warn!("cannot renew our session of key {}: {e}{s}", key.fingerprint);
+                    }
+                }
             }
         }
         match opened.kind {
@@ -572,8 +599,8 @@ impl Node {
                 Ok(d) => start + d.start..start + d.end,
                 Err(e) => {
                     switch.count_drops(DropReason::SendFailed, targets.iter().filter(mine).count() as u64);
-                    if let Some(more) = logs.seal.allow(now.mono) {
-                        warn!("cannot seal a datagram with key {}: {e} ({more} more not logged)", key.fingerprint);
+                    if let Some(s) = logs.seal.check(now.mono, &mut logs.budget) {
+                        warn!("cannot seal a datagram with key {}: {e}{s}", key.fingerprint);
                     }
                     continue;
                 }

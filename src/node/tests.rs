@@ -33,10 +33,7 @@ fn node(remotes: &[(&str, Option<usize>)], keys: Vec<MasterKey>, now: Now) -> No
 }
 
 fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
-    let mut f: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f
+    crate::testing::frame_with(dst, src, len, |i| (i * 13) as u8)
 }
 
 /// What the node planned, per channel: (destination, bytes).

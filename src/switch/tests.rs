@@ -31,11 +31,7 @@ const MCAST: MacAddr = MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0x01]);
 const IPV6_MCAST: MacAddr = MacAddr([0x33, 0x33, 0x00, 0x00, 0x00, 0x01]);
 
 fn frame(dst: MacAddr, src: MacAddr) -> [u8; 60] {
-    let mut b = [0u8; 60];
-    b[0..6].copy_from_slice(&dst.0);
-    b[6..12].copy_from_slice(&src.0);
-    b[12] = 0x08;
-    b
+    crate::testing::frame_array(dst.0, src.0)
 }
 
 fn addr(n: u16) -> SocketAddr {

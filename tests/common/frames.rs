@@ -1,41 +1,6 @@
-//! Ethernet frames for the tests: locally administered MACs, the broadcast
-//! address, and frames of any length under the local experimental EtherType,
-//! with the padding pattern a parameter (tests compare frames byte for byte,
-//! so each keeps the pattern it was written with).
+//! Ethernet frames for the tests: the library's one set of builders
+//! (`rrqnet::testing`), re-exported for every test binary.
 
-#![allow(dead_code)]
+#![allow(unused_imports)]
 
-/// The broadcast MAC.
-pub const BCAST: [u8; 6] = [0xff; 6];
-
-/// The local experimental EtherType every test frame carries.
-pub const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
-
-/// A locally administered unicast MAC, `02:00:00:00:00:<last>`.
-pub fn mac(last: u8) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0, last]
-}
-
-/// A `len`-byte frame `dst`, `src`, [`ETHERTYPE`], whose byte at offset `i`
-/// (from the start of the frame, so `i >= 14`) is `byte(i)`.
-pub fn frame_with(dst: [u8; 6], src: [u8; 6], len: usize, byte: impl Fn(usize) -> u8) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ETHERTYPE);
-    while f.len() < len {
-        f.push(byte(f.len()));
-    }
-    f
-}
-
-/// A `len`-byte frame padded with `fill + offset` (wrapping).
-pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, fill: u8) -> Vec<u8> {
-    frame_with(dst, src, len, |i| fill.wrapping_add(i as u8))
-}
-
-/// A 60-byte frame whose first payload byte is `tag` (zeros after it), for
-/// tests that tell frames apart by one byte.
-pub fn tagged(dst: [u8; 6], src: [u8; 6], tag: u8) -> Vec<u8> {
-    frame_with(dst, src, 60, |i| if i == 14 { tag } else { 0 })
-}
+pub use rrqnet::testing::{frame, frame_array, frame_with, mac, tagged, BCAST, ETHERTYPE};
