@@ -23,7 +23,7 @@ use std::fmt;
 use std::time::Duration;
 
 use common::frames::{frame_with, mac, BCAST};
-use common::netsim::{Carried, Link, Net};
+use common::netsim::{Carried, Link, Net, Rng};
 use rrqnet::switch::DropReason;
 
 /// Longer than this without a ping getting through is a cut.
@@ -106,6 +106,8 @@ struct Report {
     cuts: Vec<Cut>,
     /// Frames a host received more than once.
     duplicates: usize,
+    /// Broadcasts a host received more than once.
+    broadcast_duplicates: usize,
     /// Pings sent and pings received.
     pings: (usize, usize),
     /// The most datagrams any one broadcast took.
@@ -124,11 +126,12 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            " ({} of {} pings arrived, {} duplicate(s), {} sticky drop(s), at most {} datagrams per broadcast, \
-             unicast hops at most {})",
+            " ({} of {} pings arrived, {} frame(s) and {} broadcast(s) received twice, {} sticky drop(s), at most {} \
+             datagrams per broadcast, unicast hops at most {})",
             self.pings.1,
             self.pings.0,
             self.duplicates,
+            self.broadcast_duplicates,
             self.sticky,
             self.most_datagrams_per_broadcast,
             self.most_unicast_hops
@@ -268,11 +271,13 @@ impl Hosts {
         let cuts = std::mem::take(&mut self.cuts);
         let received = self.received;
         let duplicates = self.seen.values().filter(|&&c| c > 1).count();
+        let broadcast_duplicates = self.seen.iter().filter(|((_, f), &c)| c > 1 && f[..6] == BCAST).count();
         let broadcasts = self.carried.iter().filter(|(f, _)| f[..6] == BCAST);
         let unicasts = self.carried.iter().filter(|(f, _)| f[..6] != BCAST);
         Report {
             cuts,
             duplicates,
+            broadcast_duplicates,
             pings: (self.sent, received),
             most_datagrams_per_broadcast: broadcasts.map(|(_, c)| c.datagrams).max().unwrap_or(0),
             most_unicast_hops: unicasts.map(|(_, c)| c.max_hops).max().unwrap_or(0),
@@ -361,4 +366,256 @@ fn a_jittery_full_mesh_of_four_is_never_cut() {
     }
     let runs = UNDERLAYS.len() as u64 * SEEDS;
     assert!(bad.is_empty(), "{} of {runs} runs cut a direction or duplicated a frame:\n{}", bad.len(), bad.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Any topology the manual allows: no storm, no loop, no duplicate, no cut.
+// ---------------------------------------------------------------------------
+
+/// A topology: which hosts have a local end, which share the multicast
+/// group, who uplinks to whom, and who accepts downlinks from anyone.
+#[derive(Debug, Clone)]
+struct Topology {
+    kind: &'static str,
+    local: Vec<bool>,
+    group: Vec<bool>,
+    uplinks: Vec<Vec<usize>>,
+    downlinks: Vec<bool>,
+}
+
+impl Topology {
+    fn new(kind: &'static str, n: usize) -> Topology {
+        Topology {
+            kind,
+            local: vec![true; n],
+            group: vec![false; n],
+            uplinks: vec![Vec::new(); n],
+            downlinks: vec![false; n],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.local.len()
+    }
+
+    /// A link between `a` and `b`: both uplink to each other, or one
+    /// uplinks and the other takes it as a downlink.
+    fn link(&mut self, a: usize, b: usize, rng: &mut Rng) {
+        match rng.below(3) {
+            0 => {
+                self.uplinks[a].push(b);
+                self.uplinks[b].push(a);
+            }
+            1 => {
+                self.uplinks[a].push(b);
+                self.downlinks[b] = true;
+            }
+            _ => {
+                self.uplinks[b].push(a);
+                self.downlinks[a] = true;
+            }
+        }
+    }
+
+    /// Whether two members of the multicast group have other links too:
+    /// then the group is one of several paths between them.
+    fn group_is_a_second_path(&self) -> bool {
+        let linked = |i: usize| !self.uplinks[i].is_empty() || self.uplinks.iter().any(|u| u.contains(&i));
+        (0..self.len()).filter(|&i| self.group[i] && linked(i)).count() >= 2
+    }
+
+    /// The command line of host `i`.
+    fn args(&self, i: usize) -> String {
+        let mut a = Vec::new();
+        if self.group[i] {
+            a.push("-m 239.1.2.3:5000".to_owned());
+        }
+        if self.local[i] {
+            a.push("-t -".to_owned());
+        }
+        a.push("2300".to_owned());
+        a.extend(self.uplinks[i].iter().map(|&j| addr(j)));
+        if self.downlinks[i] {
+            a.push("192.0.2.0/24:2300".to_owned());
+        }
+        a.join(" ")
+    }
+
+    /// Meshes, stars, chains of pure switches, random graphs with pure
+    /// switches in them, and meshes with a multicast segment, of 3 to 8
+    /// hosts, at least two of them with a local end, always connected.
+    fn random(rng: &mut Rng) -> Topology {
+        let n = 3 + rng.below(6) as usize;
+        match rng.below(5) {
+            0 => {
+                let mut t = Topology::new("full mesh", n);
+                for a in 0..n {
+                    for b in a + 1..n {
+                        t.link(a, b, rng);
+                    }
+                }
+                t
+            }
+            1 => {
+                let mut t = Topology::new("star", n);
+                t.local[0] = rng.below(2) == 0;
+                for i in 1..n {
+                    t.link(0, i, rng);
+                }
+                t
+            }
+            2 => {
+                let mut t = Topology::new("chain of pure switches", n);
+                for i in 1..n - 1 {
+                    t.local[i] = false;
+                }
+                for i in 0..n - 1 {
+                    t.link(i, i + 1, rng);
+                }
+                t
+            }
+            3 => {
+                let mut t = Topology::new("random graph", n);
+                for i in 1..n {
+                    let j = rng.below(i as u64) as usize;
+                    t.link(i, j, rng);
+                }
+                for a in 0..n {
+                    for b in a + 1..n {
+                        if rng.below(3) == 0 && !t.uplinks[a].contains(&b) && !t.uplinks[b].contains(&a) {
+                            t.link(a, b, rng);
+                        }
+                    }
+                }
+                for i in 2..n {
+                    t.local[i] = rng.below(3) != 0;
+                }
+                t
+            }
+            _ => {
+                let mut t = Topology::new("mesh with a multicast segment", n);
+                let members = 2 + rng.below(n as u64 - 1) as usize;
+                for i in 0..members {
+                    t.group[i] = true;
+                }
+                // The others mesh among themselves and uplink to some member.
+                for a in members..n {
+                    for b in a + 1..n {
+                        t.link(a, b, rng);
+                    }
+                    let m = rng.below(members as u64) as usize;
+                    t.link(a, m, rng);
+                    if rng.below(2) == 0 {
+                        t.link(a, (m + 1) % members, rng);
+                    }
+                }
+                // Some members have uplinks between them too: two paths.
+                if members >= 2 && rng.below(2) == 0 {
+                    t.link(0, 1, rng);
+                }
+                t
+            }
+        }
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} of {}:", self.kind, self.len())?;
+        for i in 0..self.len() {
+            write!(f, " [{}: rrqnet {}]", name(i), self.args(i))?;
+        }
+        Ok(())
+    }
+}
+
+/// The topology on links of random delay (50 µs to 10 ms) and jitter (up
+/// to the delay), every host's sends spaced at random (up to 0.3 ms).
+fn build(t: &Topology, rng: &mut Rng, seed: u64) -> Net {
+    let mut net = Net::new(seed);
+    net.send_spacing = us(rng.below(300));
+    for i in 0..t.len() {
+        net.add(&name(i), &addr(i), &t.args(i), &[]);
+    }
+    for a in 0..t.len() {
+        for b in (0..t.len()).filter(|&b| b != a) {
+            let latency = us(50 + rng.below(10_000));
+            let jitter = us(rng.below(latency.as_micros() as u64 + 1));
+            net.set_link(a, b, Link { latency, jitter, ..Link::default() });
+        }
+    }
+    net.started()
+}
+
+/// The most datagrams one frame may take: each host relays it at most once
+/// to each remote (the multicast group counts once per other member).
+fn relay_bound(t: &Topology, net: &Net) -> usize {
+    let members = t.group.iter().filter(|&&g| g).count();
+    (0..t.len())
+        .map(|i| {
+            let sw = net.hosts[i].node.switch();
+            let udp = sw.targets().filter(|p| matches!(p.dest, rrqnet::switch::Dest::Remote(_))).count();
+            udp + if t.group[i] { members - 1 } else { 0 }
+        })
+        .sum()
+}
+
+/// Sixty random topologies (`TOPO_SEED` and `TOPO_RUNS` pick others, e.g.
+/// `TOPO_RUNS=400 cargo test --release --test mesh random`), each with
+/// random links; the hosts resolve and ping each other for 4 s, flush and
+/// do it again for 4 s, then all broadcast at once, twice.
+#[test]
+fn random_topologies_neither_storm_nor_loop_nor_cut() {
+    let mut rng = Rng::new(std::env::var("TOPO_SEED").map_or(14, |v| v.parse().unwrap()));
+    let mut bad = Vec::new();
+    let runs = std::env::var("TOPO_RUNS").map_or(60, |v| v.parse().unwrap());
+    for run in 0..runs {
+        let t = Topology::random(&mut rng);
+        let seed = rng.next_u64();
+        let mut net = build(&t, &mut rng, seed);
+        let locals: Vec<usize> = (0..t.len()).filter(|&i| t.local[i]).collect();
+        let mut hosts = Hosts::new(locals, net.now);
+        hosts.run(&mut net, Duration::from_secs(4));
+        hosts.flush(net.now);
+        hosts.run(&mut net, Duration::from_secs(4));
+        // Every host broadcasts at once, twice: the floods cross.
+        for round in 0..2 {
+            for (k, &i) in hosts.idx.clone().iter().enumerate() {
+                net.send_local(i, &message(REQUEST, k, usize::MAX & 0xff, 1_000_000 + round * 100 + k as u32));
+            }
+            net.run_for(Duration::from_millis(300));
+        }
+        let bound = relay_bound(&t, &net);
+        let tail = net.take_tally();
+        let r = hosts.report(&net);
+        let copies = tail
+            .local
+            .iter()
+            .flat_map(|(h, fs)| fs.iter().filter(|f| f[..6] == BCAST).map(move |f| (h, f)))
+            .fold(BTreeMap::new(), |mut m, hf| {
+                *m.entry(hf).or_insert(0usize) += 1;
+                m
+            });
+        let most_tail = tail.frames.values().map(|c| c.datagrams).max().unwrap_or(0);
+        let n = t.len() as u32;
+        let line =
+            format!("run {run} (seed {seed}): {t}\n    {r}; bound {bound}, after the crossing floods {most_tail}");
+        // Loops, storms and copies of broadcasts: never, anywhere.
+        let safe = r.broadcast_duplicates == 0
+            && copies.values().all(|&c| c <= 1)
+            && r.most_datagrams_per_broadcast <= bound
+            && most_tail <= bound
+            && r.most_unicast_hops < n;
+        // Cuts and copies of unicast: never but where the group is a second
+        // path between two members (see the README: not solved there).
+        let connected = r.cuts.is_empty() && r.duplicates == 0;
+        if t.group_is_a_second_path() && !connected {
+            eprintln!("known limit: {line}");
+        }
+        if !safe || !(connected || t.group_is_a_second_path()) {
+            eprintln!("{line}");
+            bad.push(line);
+        }
+    }
+    assert!(bad.is_empty(), "{} of {runs} topologies failed:\n{}", bad.len(), bad.join("\n"));
 }

@@ -1,6 +1,20 @@
 //! The MAC forwarding table: a bounded, expiring map from source address to
-//! the port it was last seen on, with the sticky hold that stops broadcast
-//! cycles.
+//! where it is, with the sticky hold that stops broadcast cycles.
+//!
+//! Each address has two bindings, for the two things a learning switch
+//! without spanning tree asks of it (the rules and why they are loop-safe
+//! are in the README's "How it switches" and at `Switch::handle_frame`):
+//!
+//! - the *flood port*: floods (broadcast, multicast, unknown unicast) from
+//!   the address are accepted only on it while the manual's sticky hold runs
+//!   (6 s after a broadcast, 20 s after a unicast), which is what keeps one
+//!   broadcast from going round a mesh; [`MacTable::learn`];
+//! - the *port*: where frames to the address go, and the one port a unicast
+//!   from it may be relayed from. A unicast relayed from another port moves
+//!   it there unless the port relayed a unicast from the address less than
+//!   [`super::timing::SETTLE`] ago ([`MacTable::learn_relayed`]); a unicast
+//!   for the local end is delivered whatever port it came by, and moves the
+//!   port only once the hold has run out ([`MacTable::learn_delivered`]).
 //!
 //! Lookups answer with an enum rather than an error, and the table never
 //! evicts a live entry to make room: when it is full, new addresses are simply
@@ -17,18 +31,44 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::timing::{SETTLE, STICKY_UNICAST};
 use super::PortId;
 use crate::mac::MacAddr;
 
 /// One learned address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Binding {
-    /// Where the address was last seen as a source.
+    /// Where frames to the address go: the port it was last accepted from.
     pub port: PortId,
-    /// Until then, frames from this address on any other port are dropped.
+    /// The port floods from the address are accepted on while
+    /// `sticky_until` runs.
+    pub flood_port: PortId,
+    /// Until then, floods from this address on any other port than
+    /// `flood_port` are dropped, and `port` moves for nothing but a relayed
+    /// unicast.
     pub sticky_until: Instant,
+    /// Until then, `port` keeps relaying unicast from the address and a
+    /// unicast on another port is dropped: [`SETTLE`] after the last one.
+    pub settled_until: Instant,
     /// When the address was last seen as a source.
     pub last_seen: Instant,
+}
+
+impl Binding {
+    fn new(port: PortId, now: Instant, hold: Duration) -> Binding {
+        Binding { port, flood_port: port, sticky_until: now + hold, settled_until: now, last_seen: now }
+    }
+
+    /// A frame by `port` refreshes the hold there, or takes the flood port
+    /// once the hold has run out.
+    fn hold(&mut self, port: PortId, now: Instant, hold: Duration) {
+        if port == self.flood_port {
+            self.sticky_until = self.sticky_until.max(now + hold);
+        } else if now >= self.sticky_until {
+            self.flood_port = port;
+            self.sticky_until = now + hold;
+        }
+    }
 }
 
 /// The answer to "where is this address?".
@@ -51,6 +91,10 @@ pub enum Learn {
     Moved(PortId),
     /// The address is held by another port: the frame must be dropped.
     HeldElsewhere(PortId),
+    /// A unicast from a port the address is not bound to, while the bound
+    /// port is relaying unicast from it: the frame goes on (to the local
+    /// end, or relayed once), and nothing is learned.
+    Across,
     /// The table is full: not learned, but held; the frame goes on.
     Full,
     /// The table is full and the address could not be held either: the
@@ -127,30 +171,113 @@ impl MacTable {
         }
     }
 
-    /// Records `mac` as seen on `port` at `now`, holding it there for `hold`.
+    /// Records `mac` as the source of a flood (broadcast, multicast or
+    /// unknown unicast) that came in on `port` at `now`, holding it there
+    /// for `hold` against floods on other ports.
     pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Instant, hold: Duration) -> Learn {
-        let until = now + hold;
         let full = self.map.len() >= self.capacity;
         let Some(b) = self.map.get_mut(&mac) else {
-            return self.learn_new(mac, port, now, until, full);
+            return self.learn_new(mac, port, now, hold, full);
         };
-        if b.port == port {
-            b.sticky_until = b.sticky_until.max(until);
-            b.last_seen = now;
+        if port != b.flood_port && now < b.sticky_until {
+            return Learn::HeldElsewhere(b.flood_port);
+        }
+        b.hold(port, now, hold);
+        b.last_seen = now;
+        if port == b.port || now < b.settled_until {
+            // The flood goes on; where unicast to the address goes stays
+            // where unicast from it is still being relayed.
             Learn::Refreshed
-        } else if now < b.sticky_until {
-            Learn::HeldElsewhere(b.port)
         } else {
             let old = b.port;
-            *b = Binding { port, sticky_until: until, last_seen: now };
+            b.port = port;
             Learn::Moved(old)
         }
+    }
+
+    /// Records `mac` as the source of a unicast that came in on `port` at
+    /// `now` and is to be relayed to a remote. A binding on another port
+    /// moves here unless that port relayed a unicast from `mac` less than
+    /// [`SETTLE`] ago: then the frame goes on and nothing is learned
+    /// ([`Learn::Across`]). A binding on a local end (`is_local`) moves only
+    /// once its hold has run out; until then the frame is a reflection.
+    pub fn learn_relayed(
+        &mut self,
+        mac: MacAddr,
+        port: PortId,
+        now: Instant,
+        is_local: impl Fn(PortId) -> bool,
+    ) -> Learn {
+        let full = self.map.len() >= self.capacity;
+        let Some(b) = self.map.get_mut(&mac) else {
+            let l = self.learn_new(mac, port, now, STICKY_UNICAST, full);
+            if let Some(b) = self.map.get_mut(&mac) {
+                b.settled_until = now + SETTLE;
+            }
+            return l;
+        };
+        let answer = if port == b.port {
+            Learn::Refreshed
+        } else if is_local(b.port) && now < b.sticky_until {
+            return Learn::HeldElsewhere(b.port);
+        } else if now < b.settled_until {
+            return Learn::Across;
+        } else {
+            let old = b.port;
+            b.port = port;
+            Learn::Moved(old)
+        };
+        b.hold(port, now, STICKY_UNICAST);
+        b.settled_until = now + SETTLE;
+        b.last_seen = now;
+        answer
+    }
+
+    /// Records `mac` as the source of a unicast that came in on `port` at
+    /// `now` for the local end. It is delivered from any port
+    /// ([`Learn::Across`]), and moves the binding here unless the
+    /// bound port relayed a unicast from `mac` less than [`SETTLE`] ago, or
+    /// is a local end whose hold still runs; delivery ends here, so it does
+    /// not settle the binding itself.
+    pub fn learn_delivered(
+        &mut self,
+        mac: MacAddr,
+        port: PortId,
+        now: Instant,
+        is_local: impl Fn(PortId) -> bool,
+    ) -> Learn {
+        let full = self.map.len() >= self.capacity;
+        let Some(b) = self.map.get_mut(&mac) else {
+            return self.learn_new(mac, port, now, STICKY_UNICAST, full);
+        };
+        let answer = if port == b.port {
+            Learn::Refreshed
+        } else if is_local(b.port) {
+            if now < b.sticky_until {
+                // The address lives at the local end: this is a reflection
+                // or a forgery, not news.
+                return Learn::HeldElsewhere(b.port);
+            }
+            let old = b.port;
+            b.port = port;
+            Learn::Moved(old)
+        } else if now < b.settled_until {
+            return Learn::Across;
+        } else {
+            let old = b.port;
+            b.port = port;
+            Learn::Moved(old)
+        };
+        b.hold(port, now, STICKY_UNICAST);
+        b.last_seen = now;
+        answer
     }
 
     /// Learns an address not in the table, or only holds it if the table is
     /// full. A hold kept while the table was full still counts once there is
     /// room again: the copies of a looping frame must not get in then.
-    fn learn_new(&mut self, mac: MacAddr, port: PortId, now: Instant, until: Instant, full: bool) -> Learn {
+    fn learn_new(&mut self, mac: MacAddr, port: PortId, now: Instant, hold: Duration, full: bool) -> Learn {
+        let until = now + hold;
         let slot = &mut self.holds[hold_slot(&mac)];
         let live = slot.filter(|h| now < h.until);
         if let Some(h) = live.filter(|h| h.mac == mac && h.port != port) {
@@ -160,7 +287,7 @@ impl MacTable {
             if live.is_some_and(|h| h.mac == mac) {
                 *slot = None;
             }
-            self.map.insert(mac, Binding { port, sticky_until: until, last_seen: now });
+            self.map.insert(mac, Binding::new(port, now, hold));
             return Learn::New;
         }
         match live {
@@ -179,6 +306,11 @@ impl MacTable {
     /// Forgets everything bound to or held on `port`.
     pub fn forget_port(&mut self, port: PortId) {
         self.map.retain(|_, b| b.port != port);
+        for b in self.map.values_mut() {
+            if b.flood_port == port {
+                b.flood_port = b.port;
+            }
+        }
         for slot in self.holds.iter_mut() {
             if slot.is_some_and(|h| h.port == port) {
                 *slot = None;

@@ -183,7 +183,9 @@ impl Tally {
     }
 }
 
-/// A tap on the wire: every datagram that crossed a link, for replays.
+/// A tap on the wire: every datagram that crossed a link, for replays (a
+/// multicast datagram once per member that heard it, to that member's
+/// address, from the sender's group address).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Captured {
     pub from: SocketAddr,
@@ -431,6 +433,10 @@ impl Net {
                             if j != i {
                                 *self.tally.links.entry((name.clone(), self.hosts[j].name.clone())).or_default() += 1;
                                 self.count_frame(&payload);
+                                if self.capturing {
+                                    let to = self.hosts[j].addr;
+                                    self.capture.push(Captured { from: own, to, payload: payload.clone() });
+                                }
                             }
                             self.schedule(j, GROUP, i, own, payload.clone(), delay);
                         }

@@ -1,0 +1,81 @@
+//! A short memory of frames, to know a copy of one.
+//!
+//! Two places see copies of one frame that the source-address rules cannot
+//! tell from news. The multicast group is one port shared by every member:
+//! a frame that two members relay into it arrives twice on that one port.
+//! And the local end is where every path ends: a unicast flooded on the way
+//! (its destination unknown to some switch) arrives by as many ports as it
+//! was flooded to. So the switch remembers, for [`super::timing::SETTLE`],
+//! a digest of each frame from the group and of each frame delivered to the
+//! local end, with the port it came by.
+//!
+//! The memory is a fixed set-associative array, allocated once: [`SETS`]
+//! sets of [`WAYS`], the least recently used way of a set making room. A
+//! copy is recognised while fewer than [`WAYS`] other frames have fallen
+//! into its set since the original, that is at up to several thousand such
+//! frames per [`super::timing::SETTLE`]; past that a copy can get through,
+//! counted nowhere, as one extra delivery (never a loop: that is the source
+//! rules' job, see `Switch::handle_frame`).
+
+use std::time::{Duration, Instant};
+
+use super::PortId;
+
+/// Sets in the memory.
+pub const SETS: usize = 1024;
+/// Frames remembered per set.
+pub const WAYS: usize = 4;
+
+/// A digest of a frame for telling copies of one frame from other frames:
+/// its length and its first 64 bytes (every header up to and past TCP's
+/// sequence numbers and ICMP's echo sequence), so that it costs a few
+/// multiplications whatever the frame's size.
+pub fn digest(frame: &[u8]) -> u64 {
+    let head = &frame[..frame.len().min(64)];
+    let mut h = (frame.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for chunk in head.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 32;
+    }
+    h
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    digest: u64,
+    port: PortId,
+    at: Option<Instant>,
+}
+
+/// The memory.
+#[derive(Debug)]
+pub struct Recent {
+    sets: Box<[[Seen; WAYS]]>,
+    window: Duration,
+}
+
+impl Recent {
+    /// An empty memory of frames seen less than `window` ago.
+    pub fn new(window: Duration) -> Recent {
+        let empty = Seen { digest: 0, port: PortId(0), at: None };
+        Recent { sets: vec![[empty; WAYS]; SETS].into_boxed_slice(), window }
+    }
+
+    /// Whether the frame with `digest`, come by `port` at `now`, is a copy
+    /// of one seen less than the window ago: by any port if `any_port`, by
+    /// another port if not. Remembers it if it is not.
+    pub fn copy(&mut self, digest: u64, port: PortId, now: Instant, any_port: bool) -> bool {
+        let window = self.window;
+        let set = &mut self.sets[(digest % SETS as u64) as usize];
+        let fresh = |s: &Seen| s.at.is_some_and(|t| now < t + window);
+        if set.iter().any(|s| s.digest == digest && fresh(s) && (any_port || s.port != port)) {
+            return true;
+        }
+        if let Some(way) = set.iter_mut().min_by_key(|s| s.at) {
+            *way = Seen { digest, port, at: Some(now) };
+        }
+        false
+    }
+}
