@@ -591,7 +591,7 @@ impl Switch {
         let ports = &self.ports;
         let is_local = |p: PortId| matches!(ports.get(p.0 as usize), Some(Some(Port { kind: Kind::Local, .. })));
         let to_local = out.is_some_and(is_local);
-        if (from_group || to_local) && self.recent.copy(digest(bytes), ingress, now, from_group) {
+        if from_group && self.recent.copy(digest(bytes), ingress, now, true) {
             return self.drop(DropReason::Sticky);
         }
         let learned = match out {
@@ -599,11 +599,11 @@ impl Switch {
                 let hold = if dst.is_multicast() { timing::STICKY_BROADCAST } else { timing::STICKY_UNICAST };
                 self.table.learn(src, ingress, now, hold)
             }
-            Some(_) if to_local => self.table.learn_delivered(src, ingress, now, is_local),
+            Some(_) if to_local => self.table.learn_delivered(src, ingress, now, digest(bytes), is_local),
             Some(_) => self.table.learn_relayed(src, ingress, now, is_local),
         };
         match learned {
-            Learn::HeldElsewhere(_) => return self.drop(DropReason::Sticky),
+            Learn::HeldElsewhere(_) | Learn::Copy => return self.drop(DropReason::Sticky),
             Learn::Full => self.stats.table_full += 1,
             Learn::Unheld => {
                 self.stats.table_full += 1;

@@ -1,13 +1,14 @@
 //! A short memory of frames, to know a copy of one.
 //!
-//! Two places see copies of one frame that the source-address rules cannot
-//! tell from news. The multicast group is one port shared by every member:
-//! a frame that two members relay into it arrives twice on that one port.
-//! And the local end is where every path ends: a unicast flooded on the way
-//! (its destination unknown to some switch) arrives by as many ports as it
-//! was flooded to. So the switch remembers, for [`super::timing::SETTLE`],
-//! a digest of each frame from the group and of each frame delivered to the
-//! local end, with the port it came by.
+//! Two kinds of frame can come twice in a way the source-address rules do
+//! not see. The multicast group is one port shared by every member: a
+//! frame that two members relay into it arrives twice on that one port.
+//! And a unicast relayed *across* (by a port its source is not bound to)
+//! teaches nothing, so should one ever come round, nothing stops it but
+//! knowing it. So the switch remembers, for [`super::timing::SETTLE`], a
+//! digest of each frame from the group and of each frame relayed across,
+//! with the port it came by. (Copies of a frame for the local end are told
+//! by the source's binding, which keeps the last one's digest.)
 //!
 //! The memory is a fixed set-associative array, allocated once: [`SETS`]
 //! sets of [`WAYS`], the least recently used way of a set making room. A
@@ -26,7 +27,8 @@ pub const SETS: usize = 1024;
 /// Frames remembered per set.
 pub const WAYS: usize = 4;
 
-/// A digest of a frame for telling copies of one frame from other frames:
+/// A digest of a frame for telling copies of one frame from other frames
+/// (the memory is only a guard, so a collision costs at most one frame):
 /// its length and its first 64 bytes (every header up to and past TCP's
 /// sequence numbers and ICMP's echo sequence), so that it costs a few
 /// multiplications whatever the frame's size.

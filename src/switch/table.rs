@@ -47,16 +47,42 @@ pub struct Binding {
     /// `flood_port` are dropped, and `port` moves for nothing but a relayed
     /// unicast.
     pub sticky_until: Instant,
-    /// Until then, `port` keeps relaying unicast from the address and a
-    /// unicast on another port is dropped: [`SETTLE`] after the last one.
+    /// Until then `port` keeps the address against unicast from it by
+    /// other ports (which goes on across, nothing learned): [`SETTLE`] after
+    /// the last unicast from it that `port` relayed.
     pub settled_until: Instant,
     /// When the address was last seen as a source.
     pub last_seen: Instant,
+    /// A digest of the last frame from the address delivered to the local
+    /// end, the port it came by and when: a copy of it by another port
+    /// within [`SETTLE`] is a copy (of a unicast flooded on its way).
+    delivered: u64,
+    delivered_port: PortId,
+    delivered_at: Instant,
 }
 
 impl Binding {
     fn new(port: PortId, now: Instant, hold: Duration) -> Binding {
-        Binding { port, flood_port: port, sticky_until: now + hold, settled_until: now, last_seen: now }
+        Binding {
+            port,
+            flood_port: port,
+            sticky_until: now + hold,
+            settled_until: now,
+            last_seen: now,
+            delivered: 0,
+            delivered_port: port,
+            delivered_at: now,
+        }
+    }
+
+    /// Whether a frame for the local end with `digest` by `port` is a copy
+    /// of the one delivered last; remembers it if not.
+    fn copy(&mut self, port: PortId, digest: u64, now: Instant) -> bool {
+        if digest == self.delivered && port != self.delivered_port && now < self.delivered_at + SETTLE {
+            return true;
+        }
+        (self.delivered, self.delivered_port, self.delivered_at) = (digest, port, now);
+        false
     }
 
     /// A frame by `port` refreshes the hold there, or takes the flood port
@@ -95,6 +121,9 @@ pub enum Learn {
     /// port is relaying unicast from it: the frame goes on (to the local
     /// end, or relayed once), and nothing is learned.
     Across,
+    /// A frame for the local end that is a copy, by another port, of the
+    /// one delivered just before: the frame must be dropped.
+    Copy,
     /// The table is full: not learned, but held; the frame goes on.
     Full,
     /// The table is full and the address could not be held either: the
@@ -234,8 +263,10 @@ impl MacTable {
     }
 
     /// Records `mac` as the source of a unicast that came in on `port` at
-    /// `now` for the local end. It is delivered from any port
-    /// ([`Learn::Across`]), and moves the binding here unless the
+    /// `now` for the local end, whose digest is `digest`. It is delivered by
+    /// any port ([`Learn::Across`]) but as a copy of the frame from `mac`
+    /// delivered just before by another port ([`Learn::Copy`]), and moves
+    /// the binding here unless the
     /// bound port relayed a unicast from `mac` less than [`SETTLE`] ago, or
     /// is a local end whose hold still runs; delivery ends here, so it does
     /// not settle the binding itself.
@@ -244,12 +275,20 @@ impl MacTable {
         mac: MacAddr,
         port: PortId,
         now: Instant,
+        digest: u64,
         is_local: impl Fn(PortId) -> bool,
     ) -> Learn {
         let full = self.map.len() >= self.capacity;
         let Some(b) = self.map.get_mut(&mac) else {
-            return self.learn_new(mac, port, now, STICKY_UNICAST, full);
+            let l = self.learn_new(mac, port, now, STICKY_UNICAST, full);
+            if let Some(b) = self.map.get_mut(&mac) {
+                b.copy(port, digest, now);
+            }
+            return l;
         };
+        if b.copy(port, digest, now) {
+            return Learn::Copy;
+        }
         let answer = if port == b.port {
             Learn::Refreshed
         } else if is_local(b.port) {
