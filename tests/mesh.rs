@@ -15,6 +15,14 @@
 //! virtual time without receiving a ping from X while X wants to ping it:
 //! from the start (or an ARP flush) to the first ping that arrives, between
 //! two that arrive, and from the last one to the end of the run.
+//!
+//! Two tests: the four-host full mesh over five jittery underlays,
+//! 30 seeds each (it cut a pair in 28 of the 150 runs on the manual's rule
+//! applied to every frame); and random topologies of up to eight hosts,
+//! checked for what no rule change may break (each broadcast reaches each
+//! host once, no frame takes more than one datagram per remote of each
+//! switch, no unicast crosses as many links as there are hosts) and for
+//! cuts.
 
 mod common;
 
@@ -219,7 +227,6 @@ impl Hosts {
         let end = net.now + length;
         // Each direction pings at its own phase within the 50 ms period.
         let phase = |x: usize, y: usize| Duration::from_millis(((x * n + y) * 7 % 50) as u64);
-        let mut last_tick = net.now.as_millis() / STEP.as_millis();
         while net.now < end {
             let now = net.now;
             for x in 0..n {
@@ -236,8 +243,6 @@ impl Hosts {
                 }
             }
             net.run_for(STEP);
-            last_tick += 1;
-            debug_assert_eq!(net.now.as_millis() / STEP.as_millis(), last_tick);
             let t = net.take_tally();
             for (payload, c) in t.frames {
                 let all = self.carried.entry(payload).or_default();
@@ -581,7 +586,8 @@ fn random_topologies_neither_storm_nor_loop_nor_cut() {
         // Every host broadcasts at once, twice: the floods cross.
         for round in 0..2 {
             for (k, &i) in hosts.idx.clone().iter().enumerate() {
-                net.send_local(i, &message(REQUEST, k, usize::MAX & 0xff, 1_000_000 + round * 100 + k as u32));
+                // A request for nobody (target 255): every host gets it, none answers.
+                net.send_local(i, &message(REQUEST, k, 255, 1_000_000 + round * 100 + k as u32));
             }
             net.run_for(Duration::from_millis(300));
         }
