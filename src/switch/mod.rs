@@ -600,6 +600,12 @@ impl Switch {
                 self.table.learn(src, ingress, now, hold)
             }
             Some(_) if to_local => self.table.learn_delivered(src, ingress, now, digest(bytes), is_local),
+            // Also a unicast for an address behind its own ingress (common
+            // on the group): the port carries unicast from its source, and
+            // settles as if it relayed it. Learning from it as from a frame
+            // that ends here (no settling) let bindings swing between the
+            // group and a UDP port fast enough for unicast to go round in
+            // tests/mesh.rs's random meshes with a group.
             Some(_) => self.table.learn_relayed(src, ingress, now, is_local),
         };
         match learned {
