@@ -23,8 +23,10 @@ pub mod daemon;
 pub mod fuzzing;
 pub mod mac;
 pub mod node;
+pub mod notify;
 pub mod plan;
 pub mod ratelimit;
+pub mod status;
 pub mod switch;
 pub mod sys;
 #[doc(hidden)]
