@@ -970,3 +970,23 @@ fn debian_package_installs_upgrades_and_purges() {
     let status = Command::new("dpkg-query").args(["-W", "-f=${Status}", "rrqnet"]).output().unwrap();
     assert!(!text(&status.stdout).contains("installed"), "{}", describe(&status));
 }
+
+/// The shell scripts this repository installs pass shellcheck.
+#[test]
+fn installed_scripts_pass_shellcheck() {
+    if !have_program("installed_scripts_pass_shellcheck", "shellcheck") {
+        return;
+    }
+    for (shell, file) in [
+        ("bash", "plugins/rrqnet-cron"),
+        ("bash", "plugins/ifupdown.sh"),
+        ("bash", "plugins/rrqnet.bash-completion"),
+        ("sh", "plugins/debian/postinst"),
+        ("sh", "plugins/debian/prerm"),
+        ("sh", "plugins/debian/postrm"),
+        ("sh", "doc/build"),
+    ] {
+        let out = Command::new("shellcheck").args(["-s", shell]).arg(repo().join(file)).output().unwrap();
+        assert!(out.status.success(), "shellcheck {file}:\n{}", text(&out.stdout));
+    }
+}
