@@ -17,7 +17,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -564,6 +564,15 @@ fn ifupdown_hook_brings_a_tunnel_up_and_down() {
     }
     let dir = Scratch::unique("ops-ifupdown");
     let (tap_a, tap_b) = (netns_util::ifname("t", "if", 0), netns_util::ifname("t", "if", 1));
+    // The hook's locks, named after each namespace's inode (also removed
+    // if the test fails).
+    let lock = |ns: &Netns, iface: &str| {
+        let inode = fs::metadata(format!("/run/netns/{}", ns.name)).unwrap().ino();
+        format!("/run/rrqnet/ifupdown.{iface}.net{inode}.lock")
+    };
+    for (ns, iface) in [(&a, &tap_a), (&a, &veth_a), (&b, &tap_b), (&b, &veth_b)] {
+        trail.file(lock(ns, iface));
+    }
     let (log_a, log_n) = (dir.file("a.log"), dir.file("notap.log"));
     let bin = bin();
     let file_a = dir.write(
@@ -606,6 +615,8 @@ fn ifupdown_hook_brings_a_tunnel_up_and_down() {
     ifupdown(&b, "ifup", &file_b, "sb", &tap_b);
     let (pa, pb) = (rrqnet_pids(&a), rrqnet_pids(&b));
     assert_eq!((pa.len(), pb.len()), (1, 1), "one rrqnet per tap stanza");
+    assert_eq!(lock_pid(&lock(&a, &tap_a)), Some(pa[0]), "the lock names the plug");
+    assert_eq!(lock_pid(&lock(&b, &tap_b)), Some(pb[0]), "the lock names the plug");
     assert_eq!(cmdline(pa[0]), format!("{bin} -vv -t {tap_a} 1400 192.0.2.2:1400"));
     assert_eq!(cmdline(pb[0]), format!("{bin} -t {tap_b} 1400 192.0.2.0/24:1400 -i 02:00:00:00:00:99"));
     let stat = fs::read_to_string(format!("/proc/{}/stat", pb[0])).unwrap();
