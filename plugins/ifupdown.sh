@@ -132,8 +132,15 @@ start_rrqnet() {
 		log=${w[1]}
 	fi
 	if [ -n "${IF_RRQNET_NICE:-}" ]; then
-		[[ $IF_RRQNET_NICE =~ ^-?[0-9]{1,2}$ ]] || fail "rrqnet_nice: '$IF_RRQNET_NICE' is not a nice level (-20 to 19)"
-		nice=(nice -n "$IF_RRQNET_NICE")
+		local niceness=
+		if [[ $IF_RRQNET_NICE =~ ^(-?)([0-9]{1,2})$ ]]; then
+			niceness=$((${BASH_REMATCH[1]}10#${BASH_REMATCH[2]}))
+		fi
+		if [ -z "$niceness" ] || ((niceness < -20 || niceness > 19)); then
+			fail "rrqnet_nice: '$IF_RRQNET_NICE' is not a nice level (-20 to 19)"
+		fi
+		# nice -n adds to the caller's niceness; the option is the level itself.
+		nice=(nice -n "$((niceness - $(nice)))")
 	fi
 	read -r -a opts <<<"${IF_RRQNET_OPTIONS:-}"
 	for ((i = 0; i < ${#opts[@]}; i++)); do

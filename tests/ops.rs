@@ -539,6 +539,36 @@ fn ifupdown_hook_ignores_other_stanzas_and_refuses_bad_ports() {
     }
 }
 
+/// Bad option values stop `ifup` with one line before anything is made.
+#[test]
+fn ifupdown_hook_refuses_bad_option_values() {
+    for (option, value, want) in [
+        ("IF_RRQNET_NICE", "25", "rrqnet_nice: '25' is not a nice level (-20 to 19)"),
+        ("IF_RRQNET_NICE", "x", "rrqnet_nice: 'x' is not a nice level (-20 to 19)"),
+        ("IF_RRQNET_LOG", "/var/log/x.log", "rrqnet_log: expected 'LEVEL PATH' with LEVEL -, -v, -vv or -vvv"),
+        ("IF_RRQNET_LOG", "-vvvv /var/log/x.log", "rrqnet_log: expected 'LEVEL PATH'"),
+        ("IF_RRQNET_LOG", "-v log/x.log", "rrqnet_log: expected 'LEVEL PATH'"),
+        (
+            "IF_RRQNET_OPTIONS",
+            "-B 8 -t tap9",
+            "rrqnet_options: '-t' is not one of -4, -B n, -T n, -m group:port[=keyfile]",
+        ),
+        ("IF_RRQNET_BINARY", "/nonexistent/rrqnet", "/nonexistent/rrqnet is not an executable"),
+    ] {
+        let out = Command::new(plugin("ifupdown.sh"))
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs([("IFACE", "eth9"), ("MODE", "start"), ("PHASE", "post-up"), ("IF_RRQNET_PORT", "1400")])
+            .env(option, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{option}={value}: {}", describe(&out));
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{option}={value}: {err}");
+        assert!(err.starts_with("rrqnet-ifupdown: eth9: ") && err.contains(want), "{option}={value}: {err}");
+    }
+}
+
 /// Real `ifup -i FILE` / `ifdown -i FILE` in two namespaces: a tap stanza
 /// each (one logged, one niced with an -i list), a notap stanza (a pure
 /// switch on the underlay interface) and a stanza without rrqnet. Up, they
