@@ -19,6 +19,7 @@ pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mac;
+pub mod offload;
 pub mod ratelimit;
 pub mod remote;
 pub mod switch;
