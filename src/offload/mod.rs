@@ -20,6 +20,8 @@
 
 mod checksum;
 pub mod coalesce;
+#[doc(hidden)]
+pub mod fuzz;
 mod headers;
 pub mod split;
 pub mod vnet;
