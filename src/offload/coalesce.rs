@@ -638,10 +638,10 @@ impl Coalescer {
         let mut at = hl;
         for (k, i) in self.members(s.run).enumerate() {
             let f = frame(i);
-            let len = f.len().wrapping_sub(hl);
+            let len = f.len().checked_sub(hl).ok_or(WriteError::NotPushed)?;
             let last = k + 1 == run.count as usize;
             let fits = if last { at + len == o.len() } else { len == usize::from(run.gso_size) && at + len < o.len() };
-            if f.len() < hl || !fits {
+            if !fits {
                 return Err(WriteError::NotPushed);
             }
             o[at..at + len].copy_from_slice(&f[hl..]);
@@ -867,6 +867,8 @@ mod tests {
         assert_eq!(c.write(&s, |i| &other[i], &mut out), Err(WriteError::NotPushed));
         let short = [vec![0u8; 10], vec![0u8; 10]];
         assert_eq!(c.write(&s, |i| &short[i], &mut out), Err(WriteError::NotPushed));
+        let short_last = [frames[0].clone(), vec![0u8; 10]];
+        assert_eq!(c.write(&s, |i| &short_last[i], &mut out), Err(WriteError::NotPushed));
         c.clear();
         assert_eq!(c.write(&s, |i| &frames[i], &mut out), Err(WriteError::NotPushed));
         assert_eq!(c.members(s.run).count(), 0);
