@@ -19,7 +19,11 @@ fn tap_read(v6: bool, payload: usize, hdr: VnetHdr) -> Vec<u8> {
     let data: Vec<u8> = (0..payload).map(|i| (i * 13) as u8).collect();
     let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     let b = if v6 {
-        b.ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+        b.ipv6(
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
     } else {
         b.ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
     };
