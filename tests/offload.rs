@@ -758,9 +758,32 @@ fn break_reasons_are_counted() {
     gap.seq += 1;
     let mut ack = next.clone();
     ack.ack += 1;
-    for (second, why) in [(gap, Break::Sequence), (ack, Break::Header)] {
-        let (c, _) = coalesce(VnetHdrSize::Basic, &[base.frame(&data), second.frame(&data)]);
-        assert_eq!(c.counters.breaks(why), 1);
+    let mut label = next.clone();
+    label.flow_label ^= 1;
+    let mut hops = next.clone();
+    hops.ttl -= 1;
+    let mut class = next.clone();
+    class.dscp = 10;
+    let mut window = next.clone();
+    window.window += 1;
+    let mut opts = next.clone();
+    opts.options[11] = 3; // another timestamp echo
+    let mut bigger = base.clone();
+    bigger.seq += 1000;
+    let cases = [
+        (gap, Break::Sequence, &data[..]),
+        (ack, Break::Header, &data[..]),
+        (label, Break::Header, &data[..]),
+        (hops, Break::Header, &data[..]),
+        (class, Break::Header, &data[..]),
+        (window, Break::Header, &data[..]),
+        (opts, Break::Header, &data[..]),
+        (bigger, Break::Size, &[5u8; 1001][..]),
+    ];
+    for (second, why, data2) in cases {
+        let (c, _) = coalesce(VnetHdrSize::Basic, &[base.frame(&data), second.frame(data2)]);
+        assert_eq!(c.counters.breaks(why), 1, "{why:?}");
+        assert_eq!(c.counters.super_frames, 0);
     }
     let mut c = Coalescer::new(VnetHdrSize::Basic, 4);
     assert!(matches!(c.push(&base.frame(&data)), Ok(Placement::Started { after: None, .. })));
