@@ -24,6 +24,7 @@ pub mod fuzzing;
 pub mod mac;
 pub mod node;
 pub mod notify;
+pub mod offload;
 pub mod plan;
 pub mod ratelimit;
 pub mod status;
