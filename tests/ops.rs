@@ -245,7 +245,10 @@ fn cron_upholds_a_server_and_a_client() {
     assert!(check.status.success(), "--check: {}", describe(&check));
     assert_eq!(
         text(&check.stdout).trim(),
-        format!("{} -vv -t {s_tap} 1400 192.0.2.0/24:1400=/etc/rrqnet/keys/vpn.key", bin())
+        format!(
+            "{} -vv --status-socket /run/rrqnet/{s_name}.sock -t {s_tap} 1400 192.0.2.0/24:1400=/etc/rrqnet/keys/vpn.key",
+            bin()
+        )
     );
 
     let s_lock = format!("/run/rrqnet/{s_name}.lock");
@@ -274,6 +277,10 @@ fn cron_upholds_a_server_and_a_client() {
     assert!(pings(&p.cli, "198.51.100.1"), "the client cannot ping the server\n{}", logs());
     assert!(pings(&p.srv, "198.51.100.2"), "the server cannot ping the client\n{}", logs());
     let (s_pid, c_pid) = (lock_pid(&s_lock).unwrap(), lock_pid(&c_lock).unwrap());
+    // Each plug serves its status at /run/rrqnet/NAME.sock.
+    let status = Command::new(bin()).args(["--status", &format!("/run/rrqnet/{s_name}.sock")]).output().unwrap();
+    assert!(status.status.success(), "rrqnet --status: {}", describe(&status));
+    assert!(text(&status.stdout).contains("\nremote: 192.0.2.2:1400\n  kind: downlink"), "{}", describe(&status));
 
     // Cron again: both run, so nothing is said and nothing changes.
     for (ns, name) in [(&p.srv, &s_name), (&p.cli, &c_name)] {
@@ -426,10 +433,11 @@ fn cron_refuses_bad_conf_files_with_one_line() {
     fs::write(etc.join("keys/vpn0.key"), [7u8; 64]).unwrap();
     fs::set_permissions(etc.join("keys/vpn0.key"), fs::Permissions::from_mode(0o644)).unwrap();
     for (example, want) in [
-        ("server", " -v -t vpn0 1400 198.51.100.0/24:1400=/etc/rrqnet/keys/vpn0.key"),
-        ("client", " -v -t vpn0 1400 192.0.2.1:1400=/etc/rrqnet/keys/vpn0.key"),
+        ("server", " -t vpn0 1400 198.51.100.0/24:1400=/etc/rrqnet/keys/vpn0.key"),
+        ("client", " -t vpn0 1400 192.0.2.1:1400=/etc/rrqnet/keys/vpn0.key"),
     ] {
         let name = format!("ops{id}{example}");
+        let want = format!(" -v --status-socket /run/rrqnet/{name}.sock{want}");
         fs::copy(plugin(&format!("conf.d/{example}.conf.example")), etc.join(format!("conf.d/{name}.conf"))).unwrap();
         let out = cron(&ns, &["--check", &name]);
         assert!(out.status.success(), "{example}.conf.example: {}", describe(&out));
