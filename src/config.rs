@@ -53,6 +53,8 @@ pub struct Config {
     pub port: Option<u16>,
     /// The remote declarations, in the order given.
     pub remotes: Vec<RemoteSpec>,
+    /// `--status-socket PATH`: serve status documents there.
+    pub status_socket: Option<PathBuf>,
 }
 
 /// One remote declaration: `address-block[:port][=keyfile] [-i mac[,mac]*]`.

@@ -226,6 +226,10 @@ impl Channel for StdioChannel {
         "stdio"
     }
 
+    fn kind(&self) -> &'static str {
+        "stdio"
+    }
+
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(&mut self.input, token, Interest::READABLE)?;
         registry.register(&mut self.output, token, Interest::WRITABLE)
