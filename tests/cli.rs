@@ -40,7 +40,17 @@ fn bad(args: &[&str]) -> ArgError {
 
 /// A configuration with every option at its default.
 fn base(local: LocalEnd, port: Option<u16>, remotes: Vec<RemoteSpec>) -> Config {
-    Config { verbosity: 0, ipv4_only: false, buffers: None, threads: None, multicast: None, local, port, remotes }
+    Config {
+        verbosity: 0,
+        ipv4_only: false,
+        buffers: None,
+        threads: None,
+        multicast: None,
+        local,
+        port,
+        remotes,
+        user: None,
+    }
 }
 
 fn tap(name: &str) -> LocalEnd {
@@ -49,7 +59,7 @@ fn tap(name: &str) -> LocalEnd {
 
 /// A remote declaration as the parser should produce it.
 fn remote(net: &str, port: Option<u16>, key: Option<&str>) -> RemoteSpec {
-    RemoteSpec { net: net.parse().unwrap(), port, key: key.map(PathBuf::from), ignore: Vec::new() }
+    RemoteSpec { net: net.parse().unwrap(), port, key: key.map(PathBuf::from), ignore: Vec::new(), max_remotes: None }
 }
 
 fn mac(s: &str) -> MacAddr {

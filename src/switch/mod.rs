@@ -151,11 +151,30 @@ pub enum DropReason {
     /// link and that no bridge forwards: 802.3x PAUSE, LACP and the other
     /// slow protocols, MAC Control ([`Frame::is_link_control`]).
     LinkControl,
+    // Issue 13's limits (admission and storm control in `node::guard`, port
+    // security in `table`).
+    /// A new remote refused: its declaration has as many remotes as its cap.
+    DeclarationFull,
+    /// A new remote refused: its declaration made new remotes too fast.
+    NewRemoteRate,
+    /// A new remote refused: its source /24 (IPv4) or /64 (IPv6) made new
+    /// remotes too fast.
+    NewRemotePrefixRate,
+    /// A broadcast over its ingress port's flood rate (storm control).
+    StormBroadcast,
+    /// A multicast frame over its ingress port's flood rate.
+    StormMulticast,
+    /// A frame to an unknown unicast address over its ingress port's flood
+    /// rate.
+    StormUnknownUnicast,
+    /// A frame from a new source address on a port that owns its whole
+    /// share of the MAC table (port security).
+    PortMacLimit,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 25;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -176,6 +195,13 @@ impl DropReason {
         DropReason::StaleSession,
         DropReason::SessionCacheFull,
         DropReason::LinkControl,
+        DropReason::DeclarationFull,
+        DropReason::NewRemoteRate,
+        DropReason::NewRemotePrefixRate,
+        DropReason::StormBroadcast,
+        DropReason::StormMulticast,
+        DropReason::StormUnknownUnicast,
+        DropReason::PortMacLimit,
     ];
 
     /// A short name for logs.
@@ -199,6 +225,13 @@ impl DropReason {
             DropReason::StaleSession => "stale-session",
             DropReason::SessionCacheFull => "session-cache-full",
             DropReason::LinkControl => "link-control",
+            DropReason::DeclarationFull => "declaration-full",
+            DropReason::NewRemoteRate => "new-remote-rate",
+            DropReason::NewRemotePrefixRate => "new-remote-prefix-rate",
+            DropReason::StormBroadcast => "storm-broadcast",
+            DropReason::StormMulticast => "storm-multicast",
+            DropReason::StormUnknownUnicast => "storm-unknown-unicast",
+            DropReason::PortMacLimit => "port-mac-limit",
         }
     }
 }
