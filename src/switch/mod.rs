@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::mac::{Frame, MacAddr};
-use table::{Answer, Learn, MacTable};
+use table::{Answer, Learn, MacTable, DEFAULT_LOCAL_MAC_LIMIT, DEFAULT_PORT_MAC_LIMIT};
 
 /// Every lifetime the switch uses, in one place.
 pub mod timing {
@@ -291,11 +291,21 @@ pub struct Params {
     pub max_ports: usize,
     /// Ignore lists, indexed by [`DeclId`].
     pub ignore: Vec<Vec<MacAddr>>,
+    /// Most learned addresses one remote port may own (port security).
+    pub port_mac_limit: usize,
+    /// Most learned addresses the local end may own.
+    pub local_mac_limit: usize,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { mac_capacity: DEFAULT_MAC_CAPACITY, max_ports: DEFAULT_MAX_PORTS, ignore: Vec::new() }
+        Params {
+            mac_capacity: DEFAULT_MAC_CAPACITY,
+            max_ports: DEFAULT_MAX_PORTS,
+            ignore: Vec::new(),
+            port_mac_limit: DEFAULT_PORT_MAC_LIMIT,
+            local_mac_limit: DEFAULT_LOCAL_MAC_LIMIT,
+        }
     }
 }
 
@@ -406,6 +416,7 @@ impl Switch {
         }
         // Reserve flood room now, so handle_frame never allocates.
         self.flood.reserve(self.live.saturating_sub(self.flood.len()));
+        self.table.reserve_ports(self.ports.len());
         id
     }
 
@@ -532,8 +543,11 @@ impl Switch {
         if self.ignores(in_port.decl, src, dst) {
             return self.drop(DropReason::Ignored);
         }
+        // Port security (issue 13): the share of the table this port may own.
+        let limit = if in_port.kind == Kind::Local { self.params.local_mac_limit } else { self.params.port_mac_limit };
         let hold = if dst.is_multicast() { timing::STICKY_BROADCAST } else { timing::STICKY_UNICAST };
-        match self.table.learn(src, ingress, now, hold) {
+        match self.table.learn_within(src, ingress, now, hold, limit) {
+            Learn::PortFull => return self.drop(DropReason::PortMacLimit),
             Learn::HeldElsewhere(_) => return self.drop(DropReason::Sticky),
             Learn::Full => self.stats.table_full += 1,
             Learn::Unheld => {
