@@ -84,6 +84,13 @@ pub enum StartError {
     },
     /// The declarations or keys do not make a node.
     Node(SetupError),
+    /// `--user`: the process could not become that user.
+    User {
+        /// The user.
+        user: String,
+        /// Why.
+        source: crate::sys::PrivilegeError,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -98,6 +105,7 @@ impl fmt::Display for StartError {
             StartError::Multicast { group, .. } => write!(f, "cannot use multicast group {group}"),
             StartError::Register { channel, .. } => write!(f, "cannot watch {channel}"),
             StartError::Node(e) => write!(f, "{e}"),
+            StartError::User { user, .. } => write!(f, "cannot run as user {user}"),
         }
     }
 }
@@ -112,6 +120,7 @@ impl Error for StartError {
             StartError::Key(e) => e.source(),
             StartError::Multicast { source, .. } => Some(source),
             StartError::Node(e) => e.source(),
+            StartError::User { source, .. } => Some(source),
         }
     }
 }
@@ -242,6 +251,12 @@ impl Daemon {
         }
         let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(StartError::Signals)?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(StartError::Signals)?;
+        // Issue 13: everything that needs privilege is open; give it up.
+        if let Some(user) = &cfg.user {
+            let acct =
+                crate::sys::become_user(user).map_err(|source| StartError::User { user: user.clone(), source })?;
+            info!("running as user {} (uid {}, gid {})", acct.name, acct.uid, acct.gid);
+        }
 
         debug!("receive batch and buffer pool: {batch} slots");
         let setup = Setup {
