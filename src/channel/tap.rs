@@ -60,13 +60,14 @@ pub struct NotPermitted {
 impl fmt::Display for NotPermitted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let user = crate::sys::current_account().map_or_else(|| "USER".to_owned(), |a| a.name);
+        f.write_str("not permitted: ")?;
         if self.source.raw_os_error() == Some(libc::EACCES) {
             // open("/dev/net/tun") refused: the device node's mode.
-            f.write_str("/dev/net/tun is not open to this user (Debian makes it mode 0666); ")?;
+            f.write_str("/dev/net/tun is not open to this user (Debian makes it mode 0666), and ")?;
         }
         write!(
             f,
-            "not permitted: opening a tap needs root or CAP_NET_ADMIN, or a tap made beforehand for this user \
+            "opening a tap needs root or CAP_NET_ADMIN, or a tap made beforehand for this user \
              ('ip tuntap add {} mode tap user {user}')",
             self.name
         )
