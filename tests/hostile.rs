@@ -411,11 +411,8 @@ fn stdin_from_a_file_is_read_to_its_end_and_oversized_frames_are_too_large() {
     let input = dir.file("in.vde");
     std::fs::write(&input, records(&frames)).unwrap();
     let port = free_port().to_string();
-    let mut c = rrqnet(
-        &["-v", "-t", "-", &port, &peer_addr],
-        Stdio::from(std::fs::File::open(&input).unwrap()),
-        Stdio::null(),
-    );
+    let mut c =
+        rrqnet(&["-v", "-t", "-", &port, &peer_addr], Stdio::from(std::fs::File::open(&input).unwrap()), Stdio::null());
     let (code, log) = exit_of(&mut c);
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("stdio closed"), "{log}");
@@ -448,7 +445,8 @@ fn stdout_to_a_file_gets_every_frame_as_a_record() {
         peer.send_to(f, ("127.0.0.1", port)).unwrap();
     }
     let want = records(&frames);
-    let arrived = wait_for(Duration::from_secs(5), || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) >= want.len() as u64);
+    let arrived =
+        wait_for(Duration::from_secs(5), || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) >= want.len() as u64);
     drop(c.proc.child.stdin.take());
     let (code, log) = exit_of(&mut c);
     assert!(arrived, "{log}");
