@@ -120,6 +120,45 @@ fn forged_heartbeats_make_at_most_the_cap_of_remotes() {
     assert!(t.unrouted <= 500 * cap, "{} datagrams for 500 forged broadcasts", t.unrouted);
 }
 
+/// Floods from the forged remotes of one downlink share one budget in
+/// datagrams: 600 floods a second from 100 of them (each far under its own
+/// port's rate) cause at most the declaration's burst and rate, while the
+/// real client's broadcasts, under another declaration, all go out.
+#[test]
+fn floods_from_forged_remotes_share_their_declarations_budget() {
+    let (mut net, s, c) = server_and_client();
+    let server = net.hosts[s].addr;
+    // Sources in /24s of their own, so that the first 100 get in at once.
+    let spread = |i: u32| forged(i * 200);
+    forge(&mut net, server, 20_000, 50, spread, b"\0");
+    let cap = net.hosts[s].node.guard().live(1);
+    assert_eq!(cap, usize::from(DEFAULT_MAX_REMOTES));
+    net.take_tally();
+    let budget = Limits::default().flood_datagrams_per_declaration;
+    let client_host = mac(0x21);
+    // 5 s: every 10 ms, 6 floods from forged remotes 0..99 (admitted first,
+    // in the burst) and, every 100 ms, a broadcast from the real client.
+    for tick in 0..500u32 {
+        for k in 0..6u32 {
+            let i = (tick * 6 + k) % 100;
+            let dst = [0x03, 0, 0, 0, (tick >> 8) as u8, tick as u8 ^ k as u8];
+            net.inject(spread(i), server, &frame(dst, [2, 0xaa, 0, 0, 0, i as u8], 60, k as u8));
+        }
+        if tick % 10 == 0 {
+            net.send_local(c, &frame(BCAST, client_host, 60, tick as u8));
+        }
+        net.run_for(Duration::from_millis(10));
+    }
+    let t = net.take_tally();
+    // The forged remotes' floods, and the client's 50 broadcasts to them.
+    let bound = (budget.burst + 5 * budget.per_sec) as usize + 50 * cap;
+    assert!(t.unrouted <= bound, "{} datagrams to forged remotes in 5 s (bound {bound})", t.unrouted);
+    assert!(t.unrouted >= 5 * budget.per_sec as usize, "the budget is used: {}", t.unrouted);
+    let from_client = t.received("S").iter().filter(|f| f[6..12] == client_host).count();
+    assert_eq!(from_client, 50, "the client's broadcasts");
+    assert!(net.stats(s).dropped(DropReason::StormMulticast) > 0, "{:?}", net.stats(s));
+}
+
 /// `-r n` sets a declaration's cap; a remote going stale frees its place.
 #[test]
 fn a_declarations_cap_is_settable_and_stale_remotes_free_it() {
@@ -349,6 +388,45 @@ fn a_host_whose_clock_was_wrong_for_a_while_is_heard_again_at_once() {
     // The first second may still be refused (sessions renew on send).
     let _ = exchange_each_second(&mut net, 2, &mut tag);
     assert_eq!(exchange_each_second(&mut net, 60, &mut tag), (60, 60));
+}
+
+// ---------------------------------------------------------------------------
+// The command line of the limits: `-r n` after a downlink, `--user USER`.
+
+fn cli_error(args: &[&str]) -> String {
+    let argv = std::iter::once("rrqnet").chain(args.iter().copied());
+    match rrqnet::cli::parse(argv) {
+        Err(e) => e.to_string(),
+        Ok(other) => panic!("{args:?} parsed: {other:?}"),
+    }
+}
+
+#[test]
+fn max_remotes_and_user_options_parse_and_refuse_clearly() {
+    let argv = ["rrqnet", "--user", "nobody", "2300", "10.0.0.0/8", "-r", "64", "-i", "02:00:00:00:00:01", "::/0"];
+    let cfg = match rrqnet::cli::parse(argv) {
+        Ok(rrqnet::cli::Invocation::Run(cfg)) => cfg,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(cfg.user.as_deref(), Some("nobody"));
+    assert_eq!(cfg.remotes.iter().map(|r| r.max_remotes).collect::<Vec<_>>(), [Some(64), None]);
+    assert_eq!(cfg.remotes[0].ignore.len(), 1);
+    let cases: &[(&[&str], &str)] = &[
+        (&["2300", "10.0.0.0/8", "-r", "0"], "bad argument '0' for -r: expected a number of remotes (1-4096) after -r"),
+        (&["2300", "10.0.0.0/8", "-r", "5000"], "bad argument '5000' for -r"),
+        (&["2300", "10.0.0.0/8", "-r"], "bad argument '-r': expected a number of remotes after -r"),
+        (&["2300", "-r", "5"], "bad argument '-r': -r must follow a downlink declaration"),
+        (&["2300", "10.0.0.0/8", "-r", "5", "-r", "6"], "-r may be given once per declaration"),
+        (&["2300", "192.0.2.1:2300", "-r", "5"], "bad argument '192.0.2.1:2300': -r limits the remotes of a downlink"),
+        (&["--user", "-v", "2300"], "bad argument '-v' for --user: expected a user name after --user"),
+        (&["--user"], "bad argument '--user': expected a user name after --user"),
+        (&["2300", "--user", "nobody"], "options must come before the port"),
+    ];
+    for (args, want) in cases {
+        let got = cli_error(args);
+        assert!(got.contains(want), "{args:?}: {got}");
+        assert_eq!(got.lines().count(), 1, "{got}");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -21,6 +21,14 @@
 //! - **How much a port may flood**: a token bucket per ingress port for
 //!   broadcast, multicast and unknown-unicast frames ([`Limits::flood`]), as
 //!   managed switches do ("storm control"), set far above what a LAN makes.
+//! - **How much a downlink's remotes may flood, together**: forged sources
+//!   are many ports, each under its own limit, so the remotes a downlink
+//!   declaration made also share one bucket counted in the datagrams their
+//!   floods cause ([`Limits::flood_datagrams_per_declaration`]): a flood to
+//!   256 remotes costs 256. That bounds what forgers can make the node send
+//!   (its CPU and its upstream), and since it is per declaration, the
+//!   remotes of the other declarations (the real clients, on a keyed or a
+//!   narrower block) keep their own.
 //!
 //! Everything here is pure: the time is an argument, the state is bounded
 //! (the prefix buckets are a fixed array, the flood buckets one per possible
@@ -86,6 +94,9 @@ pub struct Limits {
     /// Flooded frames (broadcast, multicast, unknown unicast) per ingress
     /// port.
     pub flood: Rate,
+    /// Datagrams that floods from the remotes of one downlink declaration
+    /// may cause, together (a flood costs one per target).
+    pub flood_datagrams_per_declaration: Rate,
 }
 
 impl Default for Limits {
@@ -99,6 +110,9 @@ impl Default for Limits {
             // A LAN's broadcasts and multicasts (ARP, ND, DHCP, mDNS) are
             // tens a second; a storm is thousands.
             flood: Rate { per_sec: 1000, burst: 2000 },
+            // 100 broadcasts a second to 250 remotes; a few percent of a
+            // core, whatever forgers send.
+            flood_datagrams_per_declaration: Rate { per_sec: 25_000, burst: 50_000 },
         }
     }
 }
@@ -133,6 +147,20 @@ impl Bucket {
         }
         ok
     }
+
+    /// Whether `n` events at once at `now` fit the rate, without spending.
+    /// More than a burst fits a full bucket (it is then empty).
+    pub fn allows_n(&self, now: Instant, rate: Rate, n: u32) -> bool {
+        let n = n.clamp(1, rate.burst.max(1));
+        self.tat.is_none_or(|tat| tat.saturating_duration_since(now) + rate.interval() * (n - 1) <= rate.slack())
+    }
+
+    /// Spends `n` events (call only after [`Bucket::allows_n`] said yes).
+    pub fn spend_n(&mut self, now: Instant, rate: Rate, n: u32) {
+        let n = n.clamp(1, rate.burst.max(1));
+        let from = self.tat.map_or(now, |tat| tat.max(now));
+        self.tat = Some(from + rate.interval() * n);
+    }
 }
 
 /// One declaration's admission state.
@@ -144,6 +172,8 @@ struct DeclState {
     /// Remotes it made that are still live.
     live: usize,
     bucket: Bucket,
+    /// Datagrams its remotes' floods caused.
+    flood: Bucket,
 }
 
 /// A prefix bucket: the prefix it belongs to and its state.
@@ -200,11 +230,13 @@ pub struct Guard {
     limits: Limits,
     decls: Vec<DeclState>,
     prefixes: Box<[PrefixSlot]>,
-    /// The remotes made on demand, with their declaration, so that one
-    /// going stale frees its place under the cap.
-    admitted: HashMap<SocketAddr, DeclId>,
+    /// The remotes made on demand, with their declaration and port, so
+    /// that one going stale frees its place under the cap.
+    admitted: HashMap<SocketAddr, (DeclId, PortId)>,
     /// Flood buckets by port id: one for every port the switch can have.
     flood: Box<[Bucket]>,
+    /// The declaration of each port that a downlink made, by port id.
+    port_decl: Box<[Option<DeclId>]>,
 }
 
 impl Guard {
@@ -222,6 +254,7 @@ impl Guard {
                 },
                 live: 0,
                 bucket: Bucket::default(),
+                flood: Bucket::default(),
             })
             .collect();
         Guard {
@@ -230,6 +263,7 @@ impl Guard {
             prefixes: vec![PrefixSlot::default(); PREFIX_SLOTS].into_boxed_slice(),
             admitted: HashMap::new(),
             flood: vec![Bucket::default(); max_ports.saturating_add(1)].into_boxed_slice(),
+            port_decl: vec![None; max_ports.saturating_add(1)].into_boxed_slice(),
         }
     }
 
@@ -288,8 +322,11 @@ impl Guard {
     /// [`Guard::admit_new`] allowed it), on `port`.
     pub fn remote_added(&mut self, addr: SocketAddr, decl: DeclId, port: PortId) {
         if let Some(d) = self.decls.get_mut(usize::from(decl)) {
-            if d.cap.is_some() && self.admitted.insert(addr, decl).is_none() {
+            if d.cap.is_some() && self.admitted.insert(addr, (decl, port)).is_none() {
                 d.live += 1;
+                if let Some(p) = self.port_decl.get_mut(port.0 as usize) {
+                    *p = Some(decl);
+                }
             }
         }
         // A port id is reused: the new remote does not inherit a flood debt.
@@ -300,21 +337,34 @@ impl Guard {
 
     /// The remote at `addr` is gone (stale).
     pub fn remote_removed(&mut self, addr: SocketAddr) {
-        if let Some(decl) = self.admitted.remove(&addr) {
+        if let Some((decl, port)) = self.admitted.remove(&addr) {
             if let Some(d) = self.decls.get_mut(usize::from(decl)) {
                 d.live = d.live.saturating_sub(1);
+            }
+            if let Some(p) = self.port_decl.get_mut(port.0 as usize) {
+                *p = None;
             }
         }
     }
 
-    /// May a frame to `dst` that came in on `ingress` be flooded at `now`?
-    /// `Err` names what kind of flood was refused.
-    pub fn flood(&mut self, now: Instant, ingress: PortId, dst: MacAddr) -> Result<(), DropReason> {
-        let rate = self.limits.flood;
-        match self.flood.get_mut(ingress.0 as usize) {
-            Some(b) => b.take(now, rate).then_some(()).ok_or_else(|| flood_drop_reason(dst)),
-            None => Ok(()),
+    /// May a frame to `dst` that came in on `ingress` be flooded to
+    /// `fanout` targets at `now`? Checks the port's bucket and, for a remote
+    /// a downlink made, its declaration's, and spends from both only when
+    /// both allow. `Err` names what kind of flood was refused.
+    pub fn flood(&mut self, now: Instant, ingress: PortId, dst: MacAddr, fanout: usize) -> Result<(), DropReason> {
+        let (rate, shared) = (self.limits.flood, self.limits.flood_datagrams_per_declaration);
+        let i = ingress.0 as usize;
+        let Some(port) = self.flood.get_mut(i) else { return Ok(()) };
+        let decl = self.port_decl.get(i).copied().flatten().and_then(|d| self.decls.get_mut(usize::from(d)));
+        let cost = u32::try_from(fanout).unwrap_or(u32::MAX);
+        if !port.allows(now, rate) || decl.as_ref().is_some_and(|d| !d.flood.allows_n(now, shared, cost)) {
+            return Err(flood_drop_reason(dst));
         }
+        port.spend(now, rate);
+        if let Some(d) = decl {
+            d.flood.spend_n(now, shared, cost);
+        }
+        Ok(())
     }
 }
 
@@ -504,21 +554,70 @@ mod tests {
         let group = MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]);
         let unknown = MacAddr([0x02, 0, 0, 0, 0, 9]);
         for _ in 0..10 {
-            assert!(g.flood(t0, p, MacAddr::BROADCAST).is_ok());
+            assert!(g.flood(t0, p, MacAddr::BROADCAST, 1).is_ok());
         }
-        assert_eq!(g.flood(t0, p, MacAddr::BROADCAST), Err(DropReason::StormBroadcast));
-        assert_eq!(g.flood(t0, p, group), Err(DropReason::StormMulticast));
-        assert_eq!(g.flood(t0, p, unknown), Err(DropReason::StormUnknownUnicast));
+        assert_eq!(g.flood(t0, p, MacAddr::BROADCAST, 1), Err(DropReason::StormBroadcast));
+        assert_eq!(g.flood(t0, p, group, 1), Err(DropReason::StormMulticast));
+        assert_eq!(g.flood(t0, p, unknown, 1), Err(DropReason::StormUnknownUnicast));
         // Another port is not held back by this one.
-        assert!(g.flood(t0, q, MacAddr::BROADCAST).is_ok());
+        assert!(g.flood(t0, q, MacAddr::BROADCAST, 1).is_ok());
         // 100 a second after the burst.
-        let ok = (0..1000).filter(|i| g.flood(ms(t0, 10 + i), p, unknown).is_ok()).count();
+        let ok = (0..1000).filter(|i| g.flood(ms(t0, 10 + i), p, unknown, 1).is_ok()).count();
         assert_eq!(ok, 100);
         // A port id beyond the switch's bound is not refused (none exists).
-        assert!(g.flood(t0, PortId(1000), MacAddr::BROADCAST).is_ok());
+        assert!(g.flood(t0, PortId(1000), MacAddr::BROADCAST, 1).is_ok());
         // A reused port id starts with a full bucket.
         g.remote_added(sa("10.0.0.1:1"), 0, p);
-        assert!(g.flood(ms(t0, 1010), p, MacAddr::BROADCAST).is_ok());
+        assert!(g.flood(ms(t0, 1010), p, MacAddr::BROADCAST, 1).is_ok());
+    }
+
+    #[test]
+    fn a_bucket_takes_several_at_once() {
+        let t0 = Instant::now();
+        let rate = Rate { per_sec: 1000, burst: 100 };
+        let mut b = Bucket::default();
+        assert!(b.allows_n(t0, rate, 60));
+        b.spend_n(t0, rate, 60);
+        assert!(b.allows_n(t0, rate, 40));
+        assert!(!b.allows_n(t0, rate, 41));
+        // One more each millisecond.
+        assert!(b.allows_n(ms(t0, 1), rate, 41) && !b.allows_n(ms(t0, 1), rate, 42));
+        // More than a burst passes a full bucket, and empties it.
+        let mut b = Bucket::default();
+        assert!(b.allows_n(t0, rate, 5000));
+        b.spend_n(t0, rate, 5000);
+        assert!(!b.allows(t0, rate));
+        assert!(b.allows(ms(t0, 100), rate));
+    }
+
+    #[test]
+    fn the_remotes_of_a_downlink_share_one_flood_budget_in_datagrams() {
+        let t0 = Instant::now();
+        let d = decls(&["10.0.0.0/8", "192.0.2.0/24"]);
+        let limits =
+            Limits { flood_datagrams_per_declaration: Rate { per_sec: 10_000, burst: 10_000 }, ..Limits::default() };
+        let mut g = Guard::new(&d, limits, 600);
+        // 300 forged remotes of 10.0.0.0/8, one real client of 192.0.2.0/24.
+        for i in 0..300u32 {
+            g.remote_added(SocketAddr::new(IpAddr::from([10, 0, (i >> 8) as u8, i as u8]), 1), 0, PortId(i + 1));
+        }
+        g.remote_added(sa("192.0.2.2:1"), 1, PortId(400));
+        // Each sends one broadcast to all 301 others: one per port is far
+        // under the port rate, but together they have 10 000 datagrams.
+        let passed = (0..300u32).filter(|i| g.flood(t0, PortId(i + 1), MacAddr::BROADCAST, 301).is_ok()).count();
+        assert_eq!(passed, 10_000 / 301);
+        // The client's declaration has its own budget.
+        assert!(g.flood(t0, PortId(400), MacAddr::BROADCAST, 301).is_ok());
+        // The local end (port 0, no declaration) only has its port's.
+        assert!(g.flood(t0, PortId(0), MacAddr::BROADCAST, 301).is_ok());
+        // A refused flood spent nothing of the port's bucket.
+        let limits = Limits { flood: Rate { per_sec: 1, burst: 1 }, ..limits };
+        g.set_limits(limits);
+        assert!(g.flood(t0, PortId(299), MacAddr::BROADCAST, 301).is_err());
+        assert!(g.flood(ms(t0, 100), PortId(299), MacAddr::BROADCAST, 1).is_ok(), "the port's token is still there");
+        // A remote gone stale leaves its port without a declaration.
+        g.remote_removed(SocketAddr::new(IpAddr::from([10, 0, 0, 9]), 1));
+        assert!(g.flood(ms(t0, 100), PortId(10), MacAddr::BROADCAST, 301).is_ok());
     }
 
     #[test]

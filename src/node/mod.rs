@@ -621,7 +621,7 @@ impl Node {
             Forward::Flood(targets) => {
                 // Storm control (issue 13): after the switch decided to flood.
                 let dst = crate::mac::MacAddr([frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]]);
-                match self.guard.flood(now.mono, ingress, dst) {
+                match self.guard.flood(now.mono, ingress, dst, targets.len()) {
                     Ok(()) => self.targets.extend_from_slice(targets),
                     Err(r) => {
                         self.switch.count_drop(r);
