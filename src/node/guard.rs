@@ -267,11 +267,6 @@ impl Guard {
         }
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Changes the limits; the buckets keep what they spent.
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;

@@ -300,12 +300,6 @@ impl Node {
         })
     }
 
-    /// Sets the guard's limits (issue 13); the defaults are
-    /// [`guard::Limits::default`].
-    pub fn set_limits(&mut self, limits: guard::Limits) {
-        self.guard.set_limits(limits);
-    }
-
     /// The admission and storm state, for inspection.
     pub fn guard(&self) -> &Guard {
         &self.guard
