@@ -17,6 +17,24 @@ pub enum Invocation {
     Run(Config),
     /// Print this text to stdout and exit 0 (`--help`, `--version`).
     Print(String),
+    /// Read a running daemon's status socket (`--status PATH`) and print it.
+    Status {
+        /// The socket.
+        path: std::path::PathBuf,
+        /// How to print it.
+        format: StatusFormat,
+    },
+}
+
+/// How `rrqnet --status` prints what it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// A readable table.
+    Table,
+    /// The JSON document as it came (`--json`).
+    Json,
+    /// The Prometheus text exposition format (`--prometheus`).
+    Prometheus,
 }
 
 const ABOUT: &str = "A virtual-cable Ethernet switch: channels Ethernet frames between UDP \
@@ -39,7 +57,14 @@ can be appended to a declaration itself.
 to USER and its groups once the tap, the sockets and the key files are open.
 
 -B n sizes the receive batch and buffer pool (default 32). -T n is accepted for
-compatibility with the C rrqnet; this rrqnet runs one event loop and -T changes nothing.";
+compatibility with the C rrqnet; this rrqnet runs one event loop and -T changes nothing.
+
+Watching a running rrqnet (additions to the manual's grammar):
+  --status-socket PATH   serve a JSON status document on a Unix socket (mode 0600)
+  rrqnet --status PATH [--json|--prometheus]
+                         print a running rrqnet's status (a table by default)
+  SIGUSR1 or SIGUSR2     the daemon writes a status dump to stderr
+  SIGHUP                 logged and ignored; SIGTERM and SIGINT end the daemon";
 
 /// The close-to-argv stage. Option values may start with '-', as with getopt:
 /// `-t -` is stdio and `-B -1` is a bad count, not a missing value.
@@ -95,6 +120,37 @@ fn command() -> Command {
                 .help("Tap interface as local end, or '-' for stdin/stdout"),
         )
         .arg(
+            Arg::new("status-socket")
+                .long("status-socket")
+                .value_name("PATH")
+                .action(ArgAction::Set)
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("Serve a JSON status document on this Unix socket"),
+        )
+        .arg(
+            Arg::new("status")
+                .long("status")
+                .value_name("PATH")
+                .action(ArgAction::Set)
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("Print the status of the rrqnet serving this socket, then exit"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .requires("status")
+                .conflicts_with("prometheus")
+                .help("With --status: the JSON document as it came"),
+        )
+        .arg(
+            Arg::new("prometheus")
+                .long("prometheus")
+                .action(ArgAction::SetTrue)
+                .requires("status")
+                .help("With --status: the counters in the Prometheus text format"),
+        )
+        .arg(
             Arg::new("user")
                 .long("user")
                 .value_name("USER")
@@ -128,6 +184,7 @@ where
     if let Some(bad) = argv.iter().skip(1).find(|a| a.to_str().is_none()) {
         return Err(ArgError::new(&bad.to_string_lossy(), "expected UTF-8 text"));
     }
+    let argv_text: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let mut cmd = command();
     let matches = match cmd.try_get_matches_from_mut(argv) {
         Ok(m) => m,
@@ -135,10 +192,24 @@ where
             use clap::error::ErrorKind;
             return match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Ok(Invocation::Print(e.render().to_string())),
-                _ => Err(clap_error(&e)),
+                _ => Err(clap_error(&e, &argv_text)),
             };
         }
     };
+    if let Some(path) = matches.get_one::<std::path::PathBuf>("status") {
+        if let Some(extra) = matches.get_raw("rest").and_then(|mut v| v.next()) {
+            let extra = extra.to_string_lossy();
+            return Err(ArgError::new(&extra, "--status takes no port or remotes: it reads a running rrqnet's socket"));
+        }
+        let format = if matches.get_flag("json") {
+            StatusFormat::Json
+        } else if matches.get_flag("prometheus") {
+            StatusFormat::Prometheus
+        } else {
+            StatusFormat::Table
+        };
+        return Ok(Invocation::Status { path: path.clone(), format });
+    }
     Config::try_from(&matches).map(Invocation::Run)
 }
 
@@ -157,7 +228,7 @@ fn missing_value(opt: &str) -> Option<&'static str> {
 /// Turns clap's error into our one-line form, from its kind and context:
 /// the option alone as the argument (`-t`, not `-t <tap>`), or the value
 /// with the option it belongs to, and what was expected.
-fn clap_error(e: &clap::Error) -> ArgError {
+fn clap_error(e: &clap::Error, argv: &[String]) -> ArgError {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let context = |kind| match e.get(kind) {
         Some(ContextValue::String(s)) => s.clone(),
@@ -181,8 +252,16 @@ fn clap_error(e: &clap::Error) -> ArgError {
             Some(text) => ArgError::new(&option, text),
             None => ArgError::new(&option, format!("expected a value after {option}")),
         },
+        ErrorKind::ArgumentConflict if option == "--json" || option == "--prometheus" => {
+            ArgError::new(&option, "--json and --prometheus are two ways to print the status: pick one")
+        }
         ErrorKind::ArgumentConflict if !option.is_empty() => {
             ArgError::new(&option, format!("{option} may be given only once"))
+        }
+        // The one requirement there is: --json and --prometheus need --status.
+        ErrorKind::MissingRequiredArgument => {
+            let given = argv.iter().find(|a| *a == "--json" || *a == "--prometheus").map_or("", String::as_str);
+            ArgError::new(given, "--json and --prometheus go with --status PATH")
         }
         _ if !option.is_empty() => ArgError::new(&option, format!("cannot be used this way ({})", config::OPTIONS)),
         _ => ArgError::new("", format!("invalid command line ({})", config::OPTIONS)),
@@ -208,6 +287,7 @@ impl TryFrom<&ArgMatches> for Config {
             local,
             port,
             remotes,
+            status_socket: m.get_one::<std::path::PathBuf>("status-socket").cloned(),
             user: m.get_one::<String>("user").cloned(),
         })
     }

@@ -53,6 +53,8 @@ pub struct Config {
     pub port: Option<u16>,
     /// The remote declarations, in the order given.
     pub remotes: Vec<RemoteSpec>,
+    /// `--status-socket PATH`: serve status documents there.
+    pub status_socket: Option<PathBuf>,
     /// `--user USER`: the user to run as once the tap, the sockets and the
     /// keys are open.
     pub user: Option<String>,

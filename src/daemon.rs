@@ -8,19 +8,22 @@
 //! to the channels. Channels are indexed by their mio token. A channel read
 //! to its batch limit stays ready and is served again on the next turn
 //! without waiting, so no channel starves another. The poll timeout comes
-//! from the node. SIGTERM and SIGINT arrive through the same poll
-//! (signal-hook-mio) and end the loop at once, through the normal exit.
+//! from the node. Signals arrive through the same poll (signal-hook-mio):
+//! SIGTERM and SIGINT end the loop at once, through the normal exit; SIGUSR1
+//! and SIGUSR2 write a status dump to stderr; SIGHUP is logged and ignored.
+//! With `--status-socket` the loop also serves status documents, and under
+//! systemd it reports readiness, status and watchdog keep-alives.
 
 use std::error::Error;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::channel::batch::RxPool;
@@ -32,6 +35,8 @@ use crate::channel::{Channel, Rx};
 use crate::config::{Config, LocalEnd};
 use crate::crypto::{KeyFileError, MasterKey};
 use crate::node::{MulticastSetup, Node, Now, Setup, SetupError};
+use crate::notify::{Notifier, STATUS_INTERVAL};
+use crate::status::server::{StatusServer, StatusSocketError, MAX_PENDING};
 use crate::switch::Params;
 
 /// Receive slots, and the UDP batch, without `-B`.
@@ -42,6 +47,8 @@ const TICK_MAX: Duration = Duration::from_secs(1);
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// The token of the signal pipe (channels use their index).
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// The first token of the status socket (its connections take the next).
+const STATUS: Token = Token(usize::MAX - 2 - MAX_PENDING);
 
 /// A failure before the loop runs, with what it concerns.
 #[derive(Debug)]
@@ -84,6 +91,8 @@ pub enum StartError {
     },
     /// The declarations or keys do not make a node.
     Node(SetupError),
+    /// The status socket could not be created.
+    StatusSocket(StatusSocketError),
     /// `--user`: the process could not become that user.
     User {
         /// The user.
@@ -105,6 +114,7 @@ impl fmt::Display for StartError {
             StartError::Multicast { group, .. } => write!(f, "cannot use multicast group {group}"),
             StartError::Register { channel, .. } => write!(f, "cannot watch {channel}"),
             StartError::Node(e) => write!(f, "{e}"),
+            StartError::StatusSocket(e) => write!(f, "{e}"),
             StartError::User { user, .. } => write!(f, "cannot run as user {user}"),
         }
     }
@@ -120,6 +130,7 @@ impl Error for StartError {
             StartError::Key(e) => e.source(),
             StartError::Multicast { source, .. } => Some(source),
             StartError::Node(e) => e.source(),
+            StartError::StatusSocket(e) => e.source(),
             StartError::User { source, .. } => Some(source),
         }
     }
@@ -189,6 +200,10 @@ pub struct Daemon {
     ready: Vec<bool>,
     pool: RxPool,
     signals: Signals,
+    /// The local end's channel, for status reports.
+    local: Option<usize>,
+    status: Option<StatusServer>,
+    notifier: Option<Notifier>,
 }
 
 impl Daemon {
@@ -242,16 +257,33 @@ impl Daemon {
             let c = McastChannel::open(m.group, m.port)
                 .map_err(|source| StartError::Multicast { group: m.addr(), source })?;
             info!("multicast channel {} (sending from {})", c.group(), c.own_addr());
-            multicast = Some(MulticastSetup { chan: chans.len(), own: c.own_addr(), key: mcast_key });
+            multicast = Some(MulticastSetup { chan: chans.len(), group: m.addr(), own: c.own_addr(), key: mcast_key });
             chans.push(Box::new(c));
         }
         for (i, c) in chans.iter_mut().enumerate() {
             c.register(poll.registry(), Token(i))
                 .map_err(|source| StartError::Register { channel: c.name().to_owned(), source })?;
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(StartError::Signals)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP]).map_err(StartError::Signals)?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(StartError::Signals)?;
-        // Issue 13: everything that needs privilege is open; give it up.
+        let status = match &cfg.status_socket {
+            Some(path) => {
+                let mut server = StatusServer::bind(path).map_err(StartError::StatusSocket)?;
+                server.register(poll.registry(), STATUS).map_err(|source| StartError::Register {
+                    channel: format!("status socket {}", path.display()),
+                    source,
+                })?;
+                info!("status socket {}", path.display());
+                Some(server)
+            }
+            None => None,
+        };
+        let notifier = Notifier::from_env().unwrap_or_else(|e| {
+            warn!("not notifying the service manager: {e}");
+            None
+        });
+        // Issue 13: everything that needs privilege is open (the tap, the
+        // sockets, the key files, the status socket); give it up.
         if let Some(user) = &cfg.user {
             let acct =
                 crate::sys::become_user(user).map_err(|source| StartError::User { user: user.clone(), source })?;
@@ -270,7 +302,17 @@ impl Daemon {
             batch,
         };
         let node = Node::new(setup, now).map_err(StartError::Node)?;
-        Ok(Daemon { poll, node, ready: vec![true; chans.len()], chans, pool: RxPool::new(batch), signals })
+        Ok(Daemon {
+            poll,
+            node,
+            ready: vec![true; chans.len()],
+            chans,
+            pool: RxPool::new(batch),
+            signals,
+            local,
+            status,
+            notifier,
+        })
     }
 
     /// Runs until the local end closes, a signal ends it, or a channel fails.
@@ -284,8 +326,34 @@ impl Daemon {
     fn run_loop(&mut self) -> Stop {
         let mut events = Events::with_capacity(64);
         let mut next_tick = Instant::now();
+        // Every channel is open and every key loaded: ready.
+        let mut next_notify = Instant::now();
+        let mut next_watchdog = Instant::now();
+        if let Some(n) = self.notifier.as_mut() {
+            n.send("READY=1");
+        }
         loop {
             let now = Now::read();
+            if let Some(n) = self.notifier.as_mut() {
+                if now.mono >= next_notify {
+                    let s = self.node.switch();
+                    n.send(&format!(
+                        "STATUS=remotes {}, macs {}",
+                        s.port_count() - self.local.map_or(0, |_| 1),
+                        s.mac_count()
+                    ));
+                    next_notify = now.mono + STATUS_INTERVAL;
+                }
+                if let Some(every) = n.watchdog() {
+                    if now.mono >= next_watchdog {
+                        n.send("WATCHDOG=1");
+                        next_watchdog = now.mono + every;
+                    }
+                }
+            }
+            if let Some(server) = self.status.as_mut() {
+                server.expire(self.poll.registry(), now.mono);
+            }
             if now.mono >= next_tick {
                 self.node.handle_timeout(now);
                 if let Err(stop) = self.flush(now) {
@@ -306,11 +374,13 @@ impl Daemon {
             }
             for ev in events.iter() {
                 if ev.token() == SIGNALS {
-                    if let Some(signal) = self.signals.pending().next() {
-                        let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
-                        info!("terminated by a signal ({name}); exiting");
-                        return Stop::Exit(Exit::Terminated);
+                    if let Some(stop) = self.signalled() {
+                        return stop;
                     }
+                    continue;
+                }
+                if self.status.as_ref().is_some_and(|s| s.owns(ev.token())) {
+                    self.serve_status(ev.token());
                     continue;
                 }
                 let id = ev.token().0;
@@ -338,6 +408,45 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Acts on the signals that arrived; `Some` when one ends the loop.
+    fn signalled(&mut self) -> Option<Stop> {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGTERM | SIGINT => {
+                    let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    info!("terminated by a signal ({name}); exiting");
+                    return Some(Stop::Exit(Exit::Terminated));
+                }
+                SIGUSR1 | SIGUSR2 => {
+                    // Whatever the -v level: the operator asked for it.
+                    let status = self.status_now();
+                    let mut err = io::stderr().lock();
+                    for line in status.dump_lines() {
+                        let _ = writeln!(err, "{line}");
+                    }
+                }
+                _ => info!("SIGHUP ignored: rrqnet has nothing to reload or reopen"),
+            }
+        }
+        None
+    }
+
+    /// The status document as of now.
+    fn status_now(&self) -> crate::status::Status {
+        let local = self.local.map(|id| (self.chans[id].kind(), self.chans[id].name()));
+        self.node.status(Now::read(), local)
+    }
+
+    /// A readiness event of the status socket or one of its connections.
+    fn serve_status(&mut self, token: Token) {
+        let now = Now::read();
+        let Daemon { status, node, chans, local, poll, .. } = self;
+        let Some(server) = status.as_mut() else { return };
+        let local = local.map(|id| (chans[id].kind(), chans[id].name()));
+        server.handle(poll.registry(), token, now.mono, || node.status(now, local).to_json());
     }
 
     /// Reads one batch from channel `id`, hands it to the node, and sends
@@ -380,6 +489,9 @@ impl Daemon {
 
     /// Logs the statistics and pushes out queued output, at exit.
     pub fn finish(&mut self) {
+        if let Some(n) = self.notifier.as_mut() {
+            n.send("STOPPING=1");
+        }
         let now = Now::read();
         if self.flush(now).is_err() {
             debug!("could not send what was planned at exit");

@@ -153,3 +153,6 @@ pub fn crypto_open(data: &[u8]) {
     assert!(rx.opener().knows(&o.session));
     assert_eq!(rx.open_in_place(&mut data.to_vec(), CRYPTO_NOW), Err(OpenError::Replay), "opened twice");
 }
+
+/// A tap read through the splitter, and a batch through the coalescer.
+pub use crate::offload::fuzz::vnet;

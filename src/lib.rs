@@ -23,8 +23,11 @@ pub mod daemon;
 pub mod fuzzing;
 pub mod mac;
 pub mod node;
+pub mod notify;
+pub mod offload;
 pub mod plan;
 pub mod ratelimit;
+pub mod status;
 pub mod switch;
 pub mod sys;
 #[doc(hidden)]

@@ -46,6 +46,20 @@ pub fn close_stdin_stdout() -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `f` with the process umask set to `mask`, then puts the old one
+/// back: files `f` creates are never more open than `mask` allows, not even
+/// for an instant (a chmod after creating them would leave one).
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask only swaps the process's file mode creation mask; it
+    // touches no memory. The daemon is single-threaded while it sets up, so
+    // nothing else creates files under the changed mask.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let r = f();
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    r
+}
+
 /// Sets a socket buffer past `rmem_max`/`wmem_max` (`SO_RCVBUFFORCE` or
 /// `SO_SNDBUFFORCE`); needs CAP_NET_ADMIN, so callers fall back on failure.
 pub fn set_buffer_force(sock: &impl AsRawFd, option: libc::c_int, bytes: usize) -> io::Result<()> {

@@ -25,6 +25,7 @@ fn ok(args: &[&str]) -> Config {
     match parse(argv(args)) {
         Ok(Invocation::Run(cfg)) => cfg,
         Ok(Invocation::Print(text)) => panic!("{args:?}: printed instead of running:\n{text}"),
+        Ok(other @ Invocation::Status { .. }) => panic!("{args:?}: {other:?} instead of running"),
         Err(e) => panic!("{args:?}: rejected: {e}"),
     }
 }
@@ -34,6 +35,7 @@ fn bad(args: &[&str]) -> ArgError {
     match parse(argv(args)) {
         Ok(Invocation::Run(cfg)) => panic!("{args:?}: accepted as {cfg:?}"),
         Ok(Invocation::Print(text)) => panic!("{args:?}: printed instead of failing:\n{text}"),
+        Ok(other @ Invocation::Status { .. }) => panic!("{args:?}: {other:?} instead of failing"),
         Err(e) => e,
     }
 }
@@ -49,6 +51,7 @@ fn base(local: LocalEnd, port: Option<u16>, remotes: Vec<RemoteSpec>) -> Config 
         local,
         port,
         remotes,
+        status_socket: None,
         user: None,
     }
 }
@@ -519,6 +522,32 @@ fn bad_command_lines_are_refused_with_the_argument_quoted() {
         }
     }
     assert!(BAD.len() >= 30);
+}
+
+/// The long options added to the manual's grammar: the status socket, and
+/// the status client.
+#[test]
+fn status_options() {
+    use rrqnet::cli::StatusFormat;
+    let cfg = ok(&["-v", "--status-socket", "/run/rrqnet/vpn0.sock", "-t", "vpn0", "1400"]);
+    assert_eq!(cfg.status_socket, Some(PathBuf::from("/run/rrqnet/vpn0.sock")));
+    assert_eq!(cfg.local, tap("vpn0"));
+    for (args, format) in [
+        (&["--status", "/s"][..], StatusFormat::Table),
+        (&["--status", "/s", "--json"], StatusFormat::Json),
+        (&["--prometheus", "--status", "/s"], StatusFormat::Prometheus),
+    ] {
+        match parse(argv(args)) {
+            Ok(Invocation::Status { path, format: f }) => {
+                assert_eq!((path, f), (PathBuf::from("/s"), format), "{args:?}")
+            }
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+    assert_eq!(bad(&["--json"]).arg, "--json");
+    assert!(bad(&["--status", "/s", "--json", "--prometheus"]).expected.contains("pick one"));
+    assert!(bad(&["--status", "/s", "1400"]).expected.contains("takes no port"));
+    assert!(bad(&["--status-socket"]).expected.contains("value"));
 }
 
 /// A bad option value is quoted with the option it belongs to.

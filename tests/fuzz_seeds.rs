@@ -36,6 +36,11 @@ fn switch_ops_seeds() {
 }
 
 #[test]
+fn vnet_seeds() {
+    replay("vnet", rrqnet::fuzzing::vnet);
+}
+
+#[test]
 fn crypto_open_seeds() {
     replay("crypto_open", rrqnet::fuzzing::crypto_open);
 }

@@ -120,6 +120,10 @@ impl Channel for McastChannel {
         &self.name
     }
 
+    fn kind(&self) -> &'static str {
+        "multicast"
+    }
+
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(&mut self.rx, token, Interest::READABLE)
     }

@@ -109,6 +109,10 @@ impl Channel for MemChannel {
     }
 
     /// Nothing to register: the channel has no file descriptor.
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     fn register(&mut self, _registry: &Registry, _token: Token) -> io::Result<()> {
         Ok(())
     }

@@ -46,6 +46,10 @@ pub trait Channel {
     /// A short name for logs and errors ("udp [::]:1400", "stdio", "tap vpn0").
     fn name(&self) -> &str;
 
+    /// What kind of endpoint it is ("tap", "stdio", "udp", "multicast"),
+    /// for status reports.
+    fn kind(&self) -> &'static str;
+
     /// Registers the channel's file descriptors with the event loop.
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()>;
 

@@ -349,6 +349,10 @@ impl Channel for StdioChannel {
         "stdio"
     }
 
+    fn kind(&self) -> &'static str {
+        "stdio"
+    }
+
     /// Registers what epoll can watch. A file (or /dev/null) on stdin is not
     /// registered: its reads never wait, so the loop, told by
     /// [`StdioChannel::recv_batch`] that more may come, reads it to its end.

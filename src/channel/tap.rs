@@ -144,6 +144,10 @@ impl Channel for TapChannel {
         &self.label
     }
 
+    fn kind(&self) -> &'static str {
+        "tap"
+    }
+
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         // Writes to a tap do not block (the kernel queues or drops), so only
         // readability is asked for; EPOLLERR comes regardless, and that is

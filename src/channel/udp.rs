@@ -118,6 +118,10 @@ impl Channel for UdpChannel {
         &self.name
     }
 
+    fn kind(&self) -> &'static str {
+        "udp"
+    }
+
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(&mut self.sock, token, Interest::READABLE)
     }

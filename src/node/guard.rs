@@ -19,16 +19,20 @@
 //!   switch's bound on all remotes. The cap is the amplification factor of a
 //!   forged broadcast, whatever else the attacker does.
 //! - **How much a port may flood**: a token bucket per ingress port for
-//!   broadcast, multicast and unknown-unicast frames ([`Limits::flood`]), as
-//!   managed switches do ("storm control"), set far above what a LAN makes.
+//!   broadcast, multicast and unknown-unicast frames
+//!   ([`Limits::flood_per_port`]), as managed switches do ("storm
+//!   control"), set far above what a LAN makes. A flood is charged what it
+//!   costs: one token per port it goes out of. A flood to one port costs
+//!   what a unicast frame does (a stream to a silent receiver, a multicast
+//!   stream over a point-to-point link pass at full rate), while a broadcast
+//!   to 256 remotes costs 256.
 //! - **How much a downlink's remotes may flood, together**: forged sources
 //!   are many ports, each under its own limit, so the remotes a downlink
-//!   declaration made also share one bucket counted in the datagrams their
-//!   floods cause ([`Limits::flood_datagrams_per_declaration`]): a flood to
-//!   256 remotes costs 256. That bounds what forgers can make the node send
-//!   (its CPU and its upstream), and since it is per declaration, the
-//!   remotes of the other declarations (the real clients, on a keyed or a
-//!   narrower block) keep their own.
+//!   declaration made also share one bucket, charged the same way
+//!   ([`Limits::flood_per_declaration`]). That bounds what forgers can make
+//!   the node send (its CPU and its upstream), and since it is per
+//!   declaration, the remotes of the other declarations (the real clients,
+//!   on a keyed or a narrower block) keep their own.
 //!
 //! Everything here is pure: the time is an argument, the state is bounded
 //! (the prefix buckets are a fixed array, the flood buckets one per possible
@@ -91,12 +95,12 @@ pub struct Limits {
     /// New remotes per source /24 (IPv4) or /64 (IPv6), all declarations
     /// together.
     pub new_remotes_per_prefix: Rate,
-    /// Flooded frames (broadcast, multicast, unknown unicast) per ingress
-    /// port.
-    pub flood: Rate,
-    /// Datagrams that floods from the remotes of one downlink declaration
-    /// may cause, together (a flood costs one per target).
-    pub flood_datagrams_per_declaration: Rate,
+    /// What the floods (broadcast, multicast, unknown unicast) coming in on
+    /// one port may send out: one per frame and port it goes out of.
+    pub flood_per_port: Rate,
+    /// The same, for the floods of all the remotes of one downlink
+    /// declaration together.
+    pub flood_per_declaration: Rate,
 }
 
 impl Default for Limits {
@@ -108,11 +112,11 @@ impl Default for Limits {
             // The clients behind one NAT (distinct ports, one address).
             new_remotes_per_prefix: Rate { per_sec: 5, burst: 20 },
             // A LAN's broadcasts and multicasts (ARP, ND, DHCP, mDNS) are
-            // tens a second; a storm is thousands.
-            flood: Rate { per_sec: 1000, burst: 2000 },
+            // tens a second, to tens of ports: a storm is far more.
+            flood_per_port: Rate { per_sec: 20_000, burst: 40_000 },
             // 100 broadcasts a second to 250 remotes; a few percent of a
             // core, whatever forgers send.
-            flood_datagrams_per_declaration: Rate { per_sec: 25_000, burst: 50_000 },
+            flood_per_declaration: Rate { per_sec: 25_000, burst: 50_000 },
         }
     }
 }
@@ -343,19 +347,20 @@ impl Guard {
     }
 
     /// May a frame to `dst` that came in on `ingress` be flooded to
-    /// `fanout` targets at `now`? Checks the port's bucket and, for a remote
-    /// a downlink made, its declaration's, and spends from both only when
-    /// both allow. `Err` names what kind of flood was refused.
+    /// `fanout` targets at `now`? Charges `fanout` to the port's bucket and,
+    /// for a remote a downlink made, to its declaration's, and spends from
+    /// both only when both allow. `Err` names what kind of flood was
+    /// refused.
     pub fn flood(&mut self, now: Instant, ingress: PortId, dst: MacAddr, fanout: usize) -> Result<(), DropReason> {
-        let (rate, shared) = (self.limits.flood, self.limits.flood_datagrams_per_declaration);
+        let (rate, shared) = (self.limits.flood_per_port, self.limits.flood_per_declaration);
         let i = ingress.0 as usize;
         let Some(port) = self.flood.get_mut(i) else { return Ok(()) };
         let decl = self.port_decl.get(i).copied().flatten().and_then(|d| self.decls.get_mut(usize::from(d)));
         let cost = u32::try_from(fanout).unwrap_or(u32::MAX);
-        if !port.allows(now, rate) || decl.as_ref().is_some_and(|d| !d.flood.allows_n(now, shared, cost)) {
+        if !port.allows_n(now, rate, cost) || decl.as_ref().is_some_and(|d| !d.flood.allows_n(now, shared, cost)) {
             return Err(flood_drop_reason(dst));
         }
-        port.spend(now, rate);
+        port.spend_n(now, rate, cost);
         if let Some(d) = decl {
             d.flood.spend_n(now, shared, cost);
         }
@@ -543,7 +548,7 @@ mod tests {
     fn floods_are_limited_per_ingress_port_and_counted_by_kind() {
         let t0 = Instant::now();
         let d = decls(&["10.0.0.0/8"]);
-        let limits = Limits { flood: Rate { per_sec: 100, burst: 10 }, ..Limits::default() };
+        let limits = Limits { flood_per_port: Rate { per_sec: 100, burst: 10 }, ..Limits::default() };
         let mut g = Guard::new(&d, limits, 8);
         let (p, q) = (PortId(1), PortId(2));
         let group = MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]);
@@ -564,6 +569,12 @@ mod tests {
         // A reused port id starts with a full bucket.
         g.remote_added(sa("10.0.0.1:1"), 0, p);
         assert!(g.flood(ms(t0, 1010), p, MacAddr::BROADCAST, 1).is_ok());
+        // A flood costs one per port it goes out of.
+        let t2 = ms(t0, 100_000);
+        assert!(g.flood(t2, q, MacAddr::BROADCAST, 6).is_ok());
+        assert!(g.flood(t2, q, MacAddr::BROADCAST, 4).is_ok());
+        assert_eq!(g.flood(t2, q, MacAddr::BROADCAST, 1), Err(DropReason::StormBroadcast));
+        assert!(g.flood(ms(t2, 50), q, MacAddr::BROADCAST, 5).is_ok(), "5 earned in 50 ms");
     }
 
     #[test]
@@ -589,8 +600,7 @@ mod tests {
     fn the_remotes_of_a_downlink_share_one_flood_budget_in_datagrams() {
         let t0 = Instant::now();
         let d = decls(&["10.0.0.0/8", "192.0.2.0/24"]);
-        let limits =
-            Limits { flood_datagrams_per_declaration: Rate { per_sec: 10_000, burst: 10_000 }, ..Limits::default() };
+        let limits = Limits { flood_per_declaration: Rate { per_sec: 10_000, burst: 10_000 }, ..Limits::default() };
         let mut g = Guard::new(&d, limits, 600);
         // 300 forged remotes of 10.0.0.0/8, one real client of 192.0.2.0/24.
         for i in 0..300u32 {
@@ -606,7 +616,7 @@ mod tests {
         // The local end (port 0, no declaration) only has its port's.
         assert!(g.flood(t0, PortId(0), MacAddr::BROADCAST, 301).is_ok());
         // A refused flood spent nothing of the port's bucket.
-        let limits = Limits { flood: Rate { per_sec: 1, burst: 1 }, ..limits };
+        let limits = Limits { flood_per_port: Rate { per_sec: 1, burst: 1 }, ..limits };
         g.set_limits(limits);
         assert!(g.flood(t0, PortId(299), MacAddr::BROADCAST, 301).is_err());
         assert!(g.flood(ms(t0, 100), PortId(299), MacAddr::BROADCAST, 1).is_ok(), "the port's token is still there");

@@ -39,6 +39,7 @@
 pub mod decl;
 pub mod guard;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -50,7 +51,10 @@ use crate::config::RemoteSpec;
 use crate::crypto::{KeyFingerprint, Kind, MasterKey, OpenError, SealError, Transport};
 use crate::plan::{ChanId, Datagram, Plan, SendReport, HEADROOM};
 use crate::ratelimit::{Every, LogBudget, PerKey};
-use crate::switch::{DeclId, Dest, DropReason, Event, Forward, Params, PortId, Stats, Switch, Target};
+use crate::status::{Frames, Local, Macs, Remote, Status, Traffic};
+use crate::switch::{
+    DeclId, Dest, DropReason, Event, Forward, Params, PortCounters, PortId, PortKind, Stats, Switch, Target,
+};
 use decl::{DeclKind, Declarations};
 use guard::Guard;
 
@@ -76,6 +80,8 @@ pub struct Now {
 pub struct MulticastSetup {
     /// Its channel.
     pub chan: ChanId,
+    /// The group and port, for status reports.
+    pub group: SocketAddr,
     /// The address our own datagrams to the group come from, so that we
     /// drop them when we hear them back.
     pub own: SocketAddr,
@@ -182,6 +188,7 @@ struct Group {
     port: PortId,
     decl: DeclId,
     own: SocketAddr,
+    addr: SocketAddr,
 }
 
 /// Rate limits of the log lines strangers can trigger: one limiter per log
@@ -210,6 +217,7 @@ pub struct Node {
     /// decision; its capacity grows with the number of ports, never per frame.
     targets: Vec<Target>,
     logs: Logs,
+    started: Instant,
     /// Admission and storm control (issue 13).
     guard: Guard,
 }
@@ -253,7 +261,9 @@ impl Node {
         let mut switch = Switch::new(params);
         let local_port = setup.local.map(|_| switch.add_local(now.mono));
         let group = match (&setup.multicast, group_decl) {
-            (Some(m), Some(decl)) => switch.add_multicast(now.mono, decl).map(|port| Group { port, decl, own: m.own }),
+            (Some(m), Some(decl)) => {
+                switch.add_multicast(now.mono, decl).map(|port| Group { port, decl, own: m.own, addr: m.group })
+            }
             _ => None,
         };
         let keys_name =
@@ -296,6 +306,7 @@ impl Node {
                 budget: LogBudget::default(),
                 guard: Every::new(Duration::from_secs(60)),
             },
+            started: now.mono,
             guard,
         })
     }
@@ -423,6 +434,67 @@ impl Node {
         }
         self.plan.clear();
         result
+    }
+
+    /// What the node has counted, as one status document. `local` is the
+    /// local end's kind and name as the shell knows them.
+    pub fn status(&self, now: Now, local: Option<(&str, &str)>) -> Status {
+        let secs = |t: Instant| now.mono.saturating_duration_since(t).as_secs_f64();
+        let drops_of = |d: &[u64; DropReason::COUNT], all: bool| -> BTreeMap<String, u64> {
+            DropReason::ALL
+                .iter()
+                .filter(|r| all || d[**r as usize] > 0)
+                .map(|r| (r.name().to_owned(), d[*r as usize]))
+                .collect()
+        };
+        let traffic = |c: &PortCounters| Traffic {
+            rx_frames: c.rx_frames,
+            rx_bytes: c.rx_bytes,
+            tx_frames: c.tx_frames,
+            tx_bytes: c.tx_bytes,
+        };
+        let macs = self.switch.macs_per_port();
+        let mut local_status = None;
+        let mut remotes = Vec::new();
+        for p in self.switch.port_infos() {
+            if p.kind == PortKind::Local {
+                let (kind, name) = local.unwrap_or(("local", "local"));
+                local_status = Some(Local {
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                    traffic: traffic(p.counters),
+                    drops: drops_of(&p.counters.drops, false),
+                });
+                continue;
+            }
+            let address = match p.dest {
+                Dest::Remote(a) => a.to_string(),
+                _ => self.group.map_or_else(String::new, |g| g.addr.to_string()),
+            };
+            let decl = p.decl.and_then(|d| self.decls.get(d));
+            remotes.push(Remote {
+                address,
+                kind: p.kind.name().to_owned(),
+                declaration: decl.map_or_else(String::new, |d| d.to_string()),
+                key: decl.and_then(|d| d.key).map(|k| self.keys[k].fingerprint.to_string()),
+                since_s: secs(p.since),
+                last_rx_s: secs(p.last_rx),
+                traffic: traffic(p.counters),
+                macs: macs.get(p.id.0 as usize).copied().unwrap_or(0) as u64,
+                drops: drops_of(&p.counters.drops, false),
+            });
+        }
+        let s = self.switch.stats();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_s: secs(self.started),
+            local: local_status,
+            remotes,
+            frames: Frames { frames_in: s.frames_in, unicast: s.unicast, flooded: s.flooded },
+            macs: Macs { count: self.switch.mac_count() as u64, capacity: self.switch.mac_capacity() as u64 },
+            drops: drops_of(&s.drops, true),
+            sessions: self.keys.iter().map(|k| k.transport.opener().session_count() as u64).sum(),
+        }
     }
 
     /// The statistics line logged at exit.
@@ -562,7 +634,15 @@ impl Node {
         let opened = match key.transport.open_in_place(&mut buf[datagram.clone()], now.unix) {
             Ok(o) => o,
             Err(e) => {
-                self.switch.count_drop(open_drop_reason(e));
+                let reason = open_drop_reason(e);
+                match self.switch.lookup(&from) {
+                    Some((port, _)) => self.switch.count_port_drop(port, reason),
+                    None if decl_is_group(&self.group, decl) => {
+                        let port = self.group.map(|g| g.port).unwrap_or(PortId(u32::MAX));
+                        self.switch.count_port_drop(port, reason)
+                    }
+                    None => self.switch.count_drop(reason),
+                }
                 if log_enabled!(Level::Debug) {
                     if let Some(s) = self.logs.auth.check(now.mono, &mut self.logs.budget) {
                         debug!("dropped a {len}-byte datagram from {from}: {e}{s}");
@@ -660,6 +740,9 @@ impl Node {
             }
             let range = copy.get_or_insert_with(|| plan.push_bytes(plain)).clone();
             plan.queue(chan, range, to);
+            if kind == Kind::Data {
+                switch.count_tx(t.port, frame.len());
+            }
         }
         for (k, key) in keys.iter_mut().enumerate() {
             let sealed_len = frame.len() + crate::crypto::OVERHEAD;
@@ -683,12 +766,22 @@ impl Node {
             };
             for t in targets.iter().filter(mine) {
                 match roles.route(t.dest) {
-                    Some((chan, to)) => plan.queue(chan, sealed.clone(), to),
+                    Some((chan, to)) => {
+                        plan.queue(chan, sealed.clone(), to);
+                        if kind == Kind::Data {
+                            switch.count_tx(t.port, frame.len());
+                        }
+                    }
                     None => switch.count_drop(DropReason::NoTarget),
                 }
             }
         }
     }
+}
+
+/// Whether `decl` is the multicast group's declaration.
+fn decl_is_group(group: &Option<Group>, decl: DeclId) -> bool {
+    group.is_some_and(|g| g.decl == decl)
 }
 
 /// The drop reason counted for a datagram a keyed channel refused.

@@ -95,14 +95,93 @@ struct Port {
     kind: Kind,
     dest: Dest,
     decl: Option<DeclId>,
+    since: Instant,
     last_rx: Instant,
     next_heartbeat: Option<Instant>,
+    counters: PortCounters,
+}
+
+/// What crossed one port, counted with plain increments on the hot path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Frames that came in on the port (dropped ones too).
+    pub rx_frames: u64,
+    /// Their bytes (Ethernet frames, from the destination MAC).
+    pub rx_bytes: u64,
+    /// Frames planned out of the port.
+    pub tx_frames: u64,
+    /// Their bytes (the frames, not the datagrams that carried them).
+    pub tx_bytes: u64,
+    /// Drops of what came in on the port, by [`DropReason`].
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for PortCounters {
+    fn default() -> Self {
+        PortCounters { rx_frames: 0, rx_bytes: 0, tx_frames: 0, tx_bytes: 0, drops: [0; DropReason::COUNT] }
+    }
+}
+
+/// What kind of port, for status reports.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PortKind {
+    /// The tap or stdio.
+    Local,
+    /// A fixed remote we keep alive.
+    Uplink,
+    /// A remote that came to us through a downlink mask.
+    Downlink,
+    /// The multicast group.
+    Multicast,
+}
+
+impl PortKind {
+    /// Its name in status reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PortKind::Local => "local",
+            PortKind::Uplink => "uplink",
+            PortKind::Downlink => "downlink",
+            PortKind::Multicast => "multicast",
+        }
+    }
+}
+
+/// One live port, as a status report sees it.
+#[derive(Debug, Clone)]
+pub struct PortInfo<'a> {
+    /// The port.
+    pub id: PortId,
+    /// Its kind.
+    pub kind: PortKind,
+    /// Where it leads.
+    pub dest: Dest,
+    /// Its declaration.
+    pub decl: Option<DeclId>,
+    /// When it was added.
+    pub since: Instant,
+    /// When it last received a frame or a heartbeat.
+    pub last_rx: Instant,
+    /// What crossed it.
+    pub counters: &'a PortCounters,
 }
 
 impl Port {
+    fn new(kind: Kind, dest: Dest, decl: Option<DeclId>, now: Instant, next_heartbeat: Option<Instant>) -> Port {
+        Port { kind, dest, decl, since: now, last_rx: now, next_heartbeat, counters: PortCounters::default() }
+    }
+
     fn target(&self, id: PortId) -> Target {
         Target { port: id, dest: self.dest, decl: self.decl }
     }
+}
+
+/// What [`Switch::decide`] decided, without a borrow of the switch.
+enum Decision {
+    Drop(DropReason),
+    Unicast(Target),
+    /// To every target in `Switch::flood`.
+    Flood,
 }
 
 /// Why a frame or datagram was dropped. Every drop has one, and a counter.
@@ -437,31 +516,19 @@ impl Switch {
     /// Adds the local end (tap or stdio). It does not count against
     /// [`Params::max_ports`], which bounds remotes, so it always fits.
     pub fn add_local(&mut self, now: Instant) -> PortId {
-        self.insert_port(Port { kind: Kind::Local, dest: Dest::Local, decl: None, last_rx: now, next_heartbeat: None })
+        self.insert_port(Port::new(Kind::Local, Dest::Local, None, now, None))
     }
 
     /// Adds an uplink: a fixed remote, flooded to from the start, with a
     /// heartbeat due at once and every [`timing::HEARTBEAT_INTERVAL`] after.
     /// `None` if the address is already a port or the switch is full.
     pub fn add_uplink(&mut self, now: Instant, addr: SocketAddr, decl: DeclId) -> Option<PortId> {
-        self.add_remote(Port {
-            kind: Kind::Uplink,
-            dest: Dest::Remote(addr),
-            decl: Some(decl),
-            last_rx: now,
-            next_heartbeat: Some(now),
-        })
+        self.add_remote(Port::new(Kind::Uplink, Dest::Remote(addr), Some(decl), now, Some(now)))
     }
 
     /// Adds the multicast group: a persistent remote that gets no heartbeats.
     pub fn add_multicast(&mut self, now: Instant, decl: DeclId) -> Option<PortId> {
-        self.add_remote(Port {
-            kind: Kind::Multicast,
-            dest: Dest::Multicast,
-            decl: Some(decl),
-            last_rx: now,
-            next_heartbeat: None,
-        })
+        self.add_remote(Port::new(Kind::Multicast, Dest::Multicast, Some(decl), now, None))
     }
 
     /// The port of a known remote address, and its declaration.
@@ -481,13 +548,7 @@ impl Switch {
             }
             return Ok(id);
         }
-        let port = Port {
-            kind: Kind::Downlink,
-            dest: Dest::Remote(addr),
-            decl: Some(decl),
-            last_rx: now,
-            next_heartbeat: None,
-        };
+        let port = Port::new(Kind::Downlink, Dest::Remote(addr), Some(decl), now, None);
         match self.add_remote(port) {
             Some(id) => {
                 self.events.push_back(Event::RemoteUp(addr));
@@ -515,15 +576,35 @@ impl Switch {
         }
     }
 
-    fn drop(&mut self, reason: DropReason) -> Forward<'_> {
+    fn drop(&mut self, reason: DropReason) -> Decision {
         self.count_drop(reason);
-        Forward::Drop(reason)
+        Decision::Drop(reason)
     }
 
     /// Decides where a frame that came in on `ingress` goes, learning its
-    /// source address on the way.
+    /// source address on the way, and counts it on the port.
     pub fn handle_frame(&mut self, now: Instant, ingress: PortId, bytes: &[u8]) -> Forward<'_> {
         self.stats.frames_in += 1;
+        let port = self.ports.get_mut(ingress.0 as usize).and_then(Option::as_mut);
+        if let Some(p) = port {
+            p.counters.rx_frames += 1;
+            p.counters.rx_bytes += bytes.len() as u64;
+        }
+        match self.decide(now, ingress, bytes) {
+            Decision::Drop(r) => {
+                if let Some(Some(p)) = self.ports.get_mut(ingress.0 as usize) {
+                    p.counters.drops[r as usize] += 1;
+                }
+                Forward::Drop(r)
+            }
+            Decision::Unicast(t) => Forward::Unicast(t),
+            Decision::Flood => Forward::Flood(&self.flood),
+        }
+    }
+
+    /// The forwarding rules: learn the source (or drop the frame), then the
+    /// one port of a known destination, or a flood.
+    fn decide(&mut self, now: Instant, ingress: PortId, bytes: &[u8]) -> Decision {
         let Some(frame) = Frame::new_checked(bytes) else {
             return self.drop(DropReason::Runt);
         };
@@ -572,7 +653,7 @@ impl Switch {
                         return self.drop(DropReason::Ignored);
                     }
                     self.stats.unicast += 1;
-                    return Forward::Unicast(p.target(out));
+                    return Decision::Unicast(p.target(out));
                 }
             }
         }
@@ -592,11 +673,66 @@ impl Switch {
             }
         }
         if self.flood.is_empty() {
-            self.stats.drops[DropReason::NoTarget as usize] += 1;
-            return Forward::Drop(DropReason::NoTarget);
+            return self.drop(DropReason::NoTarget);
         }
         self.stats.flooded += 1;
-        Forward::Flood(&self.flood)
+        Decision::Flood
+    }
+
+    /// Counts a frame of `len` bytes planned out of `port`.
+    pub fn count_tx(&mut self, port: PortId, len: usize) {
+        if let Some(Some(p)) = self.ports.get_mut(port.0 as usize) {
+            p.counters.tx_frames += 1;
+            p.counters.tx_bytes += len as u64;
+        }
+    }
+
+    /// Counts a drop, decided outside the switch, of what came in on `port`
+    /// (a datagram of a known remote that failed authentication, say), in
+    /// the totals and on the port.
+    pub fn count_port_drop(&mut self, port: PortId, reason: DropReason) {
+        self.count_drop(reason);
+        if let Some(Some(p)) = self.ports.get_mut(port.0 as usize) {
+            p.counters.drops[reason as usize] += 1;
+        }
+    }
+
+    /// The live ports in port order, for status reports.
+    pub fn port_infos(&self) -> impl Iterator<Item = PortInfo<'_>> + '_ {
+        self.ports.iter().enumerate().filter_map(|(i, p)| {
+            let p = p.as_ref()?;
+            let kind = match p.kind {
+                Kind::Local => PortKind::Local,
+                Kind::Uplink => PortKind::Uplink,
+                Kind::Downlink => PortKind::Downlink,
+                Kind::Multicast => PortKind::Multicast,
+            };
+            Some(PortInfo {
+                id: PortId(i as u32),
+                kind,
+                dest: p.dest,
+                decl: p.decl,
+                since: p.since,
+                last_rx: p.last_rx,
+                counters: &p.counters,
+            })
+        })
+    }
+
+    /// How many learned addresses each port holds, indexed by port number.
+    pub fn macs_per_port(&self) -> Vec<usize> {
+        let mut n = vec![0; self.ports.len()];
+        for b in self.table.bindings() {
+            if let Some(c) = n.get_mut(b.port.0 as usize) {
+                *c += 1;
+            }
+        }
+        n
+    }
+
+    /// The bound on learned MAC addresses.
+    pub fn mac_capacity(&self) -> usize {
+        self.params.mac_capacity
     }
 
     /// Expires stale downlinks and aged MAC entries.

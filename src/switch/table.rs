@@ -178,6 +178,11 @@ impl MacTable {
         }
     }
 
+    /// Every binding, in no particular order (for status reports).
+    pub fn bindings(&self) -> impl Iterator<Item = &Binding> + '_ {
+        self.map.values()
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.map.len()

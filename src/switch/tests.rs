@@ -7,21 +7,7 @@ use std::time::{Duration, Instant};
 use super::table::{Learn, MacTable};
 use super::*;
 
-/// A virtual clock: one origin, read from the real clock once per test, and
-/// every other instant an offset from it.
-struct Clock(Instant);
-
-impl Clock {
-    fn new() -> Self {
-        Clock(Instant::now())
-    }
-    fn ms(&self, ms: u64) -> Instant {
-        self.0 + Duration::from_millis(ms)
-    }
-    fn s(&self, s: u64) -> Instant {
-        self.0 + Duration::from_secs(s)
-    }
-}
+use crate::testing::Clock;
 
 fn mac(n: u8) -> MacAddr {
     MacAddr([0x02, 0, 0, 0, 0, n])

@@ -61,6 +61,13 @@ pub fn privileged(test: &str) -> bool {
 
 /// Whether a program is installed. With `RRQNET_REQUIRE_PRIVILEGED=1` a missing
 /// program is a failure; otherwise the test prints why it skips.
+/// The path of `prog` if it is installed.
+pub fn which(prog: &str) -> Option<String> {
+    let out = Command::new("sh").arg("-c").arg(format!("command -v {prog}")).output().ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !path.is_empty()).then_some(path)
+}
+
 pub fn have_program(test: &str, prog: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")

@@ -250,8 +250,12 @@ impl Net {
         };
         let remotes: Vec<_> = cfg.remotes.iter().map(|r| (r.clone(), key(&r.key))).collect();
         let own_group_addr = SocketAddr::new(addr.ip(), 40_000 + i as u16);
-        let multicast =
-            cfg.multicast.as_ref().map(|m| MulticastSetup { chan: GROUP, own: own_group_addr, key: key(&m.key) });
+        let multicast = cfg.multicast.as_ref().map(|m| MulticastSetup {
+            chan: GROUP,
+            group: m.addr(),
+            own: own_group_addr,
+            key: key(&m.key),
+        });
         let has_local = cfg.local != LocalEnd::None;
         let in_group = multicast.is_some();
         let setup = Setup {

@@ -1,0 +1,33 @@
+//! Tap offloads in software: the pure part, with no socket, no clock and
+//! no allocation per frame.
+//!
+//! A tap opened with `IFF_VNET_HDR` and told (`TUNSETOFFLOAD`) that we do
+//! checksums and TCP segmentation hands us TCP super-frames of up to 64 KiB
+//! and takes them back, which saves the kernel most of its per-frame work.
+//! The wire must not notice: every datagram stays one ordinary Ethernet
+//! frame, which QEMU, vde_plug and older rrqnets understand. So:
+//!
+//! - [`vnet`] is the virtio-net header in front of each frame;
+//! - [`split`] turns what the tap reads into ordinary frames: a partial
+//!   checksum completed, a super-frame cut into MSS-sized segments written
+//!   straight into the caller's transmit space (software TSO);
+//! - [`coalesce`] joins consecutive in-order TCP segments of one flow from
+//!   a receive batch into super-frames for the tap (software GRO), and
+//!   passes everything else as it came.
+//!
+//! Both count every frame they could not help, by reason
+//! ([`SplitCounters`], [`CoalesceCounters`]), so the loop can report them.
+
+mod checksum;
+pub mod coalesce;
+#[doc(hidden)]
+pub mod fuzz;
+mod headers;
+pub mod split;
+pub mod vnet;
+
+pub use coalesce::{
+    Break, CoalesceCounters, Coalescer, Output, Placement, Plain, RunId, Super, WriteError, MAX_IP_LEN, MAX_SUPER_FRAME,
+};
+pub use split::{complete_checksum, from_tap, FromTap, Refusal, Segmenter, SplitCounters, Splitter, TooSmall};
+pub use vnet::{Gso, VnetError, VnetHdr, VnetHdrSize};
