@@ -23,9 +23,9 @@
 //!   ([`Limits::flood_per_port`]), as managed switches do ("storm
 //!   control"), set far above what a LAN makes. A flood is charged what it
 //!   costs: one token per port it goes out of. A flood to one port costs
-//!   what a unicast frame does (a stream to a silent receiver, a multicast
-//!   stream over a point-to-point link pass at full rate), while a broadcast
-//!   to 256 remotes costs 256.
+//!   what a unicast frame does (a stream to a silent receiver, or a
+//!   multicast stream over a point-to-point link, is limited only at the
+//!   port's whole rate), while a broadcast to 256 remotes costs 256.
 //! - **How much a downlink's remotes may flood, together**: forged sources
 //!   are many ports, each under its own limit, so the remotes a downlink
 //!   declaration made also share one bucket, charged the same way

@@ -698,7 +698,7 @@ impl Node {
                 match self.guard.flood(now.mono, ingress, dst, targets.len()) {
                     Ok(()) => self.targets.extend_from_slice(targets),
                     Err(r) => {
-                        self.switch.count_drop(r);
+                        self.switch.count_port_drop(ingress, r);
                         trace!("drop {} from port {}: {}", frame.len(), ingress.0, r.name());
                         return;
                     }
