@@ -50,11 +50,46 @@ impl std::error::Error for InterfaceGone {
     }
 }
 
+/// The tap could not be opened for lack of privilege: says what is missing.
+#[derive(Debug)]
+pub struct NotPermitted {
+    name: String,
+    source: io::Error,
+}
+
+impl fmt::Display for NotPermitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = crate::sys::current_account().map_or_else(|| "USER".to_owned(), |a| a.name);
+        f.write_str("not permitted: ")?;
+        if self.source.raw_os_error() == Some(libc::EACCES) {
+            // open("/dev/net/tun") refused: the device node's mode.
+            f.write_str("/dev/net/tun is not open to this user (Debian makes it mode 0666), and ")?;
+        }
+        write!(
+            f,
+            "opening a tap needs root or CAP_NET_ADMIN, or a tap made beforehand for this user \
+             ('ip tuntap add {} mode tap user {user}')",
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for NotPermitted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 impl TapChannel {
     /// Opens (or creates) the tap `name`, non-blocking, without packet
     /// information.
     pub fn open(name: &str) -> io::Result<Self> {
-        let iface = Iface::without_packet_info(name, Mode::Tap)?;
+        let iface = Iface::without_packet_info(name, Mode::Tap).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => {
+                io::Error::new(e.kind(), NotPermitted { name: name.to_owned(), source: e })
+            }
+            _ => e,
+        })?;
         iface.set_non_blocking()?;
         let label = format!("tap {}", iface.name());
         Ok(TapChannel { iface, label, warned_oversize: false })

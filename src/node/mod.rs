@@ -37,6 +37,7 @@
 //! bytes ever goes to the multicast group (SPEC 4).
 
 pub mod decl;
+pub mod guard;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,6 +56,7 @@ use crate::switch::{
     DeclId, Dest, DropReason, Event, Forward, Params, PortCounters, PortId, PortKind, Stats, Switch, Target,
 };
 use decl::{DeclKind, Declarations};
+use guard::Guard;
 
 /// Payloads shorter than this on a plain UDP channel are heartbeats.
 pub const HEARTBEAT_MAX: usize = 11;
@@ -198,6 +200,8 @@ struct Logs {
     send: Every,
     seal: Every,
     budget: LogBudget,
+    /// Remotes refused by the guard (issue 13).
+    guard: Every,
 }
 
 /// The protocol state of one rrqnet.
@@ -214,6 +218,8 @@ pub struct Node {
     targets: Vec<Target>,
     logs: Logs,
     started: Instant,
+    /// Admission and storm control (issue 13).
+    guard: Guard,
 }
 
 impl fmt::Debug for Node {
@@ -251,6 +257,7 @@ impl Node {
         let group_decl = setup.multicast.as_ref().map(|m| decls.add_multicast(map(m.key)));
 
         let params = Params { ignore: decls.ignore_lists(), ..setup.switch };
+        let max_ports = params.max_ports;
         let mut switch = Switch::new(params);
         let local_port = setup.local.map(|_| switch.add_local(now.mono));
         let group = match (&setup.multicast, group_decl) {
@@ -270,11 +277,18 @@ impl Node {
                         info!("uplink {decl}{}", keys_name(decl));
                     }
                 }
-                DeclKind::Downlink => info!("downlink mask {decl}{}", keys_name(decl)),
+                DeclKind::Downlink => {
+                    info!("downlink mask {decl}{}", keys_name(decl));
+                    // Issue 13: hook of the guard.
+                    if let Some(w) = guard::wide_plain_downlink(&decls, id) {
+                        warn!("{w}");
+                    }
+                }
                 DeclKind::Multicast => info!("multicast group{}", keys_name(decl)),
             }
         }
         let batch = setup.batch.max(1);
+        let guard = Guard::new(&decls, guard::Limits::default(), max_ports);
         Ok(Node {
             switch,
             decls,
@@ -290,9 +304,16 @@ impl Node {
                 send: Every::new(Duration::from_secs(10)),
                 seal: Every::new(Duration::from_secs(10)),
                 budget: LogBudget::default(),
+                guard: Every::new(Duration::from_secs(60)),
             },
             started: now.mono,
+            guard,
         })
+    }
+
+    /// The admission and storm state, for inspection.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// The switch underneath, for inspection.
@@ -498,6 +519,9 @@ impl Node {
     /// many remotes on a plain downlink, so these lines are budgeted too).
     fn log_events(&mut self, now: Now) {
         while let Some(ev) = self.switch.poll_event() {
+            if let Event::RemoteStale(a) = ev {
+                self.guard.remote_removed(a);
+            }
             if !log_enabled!(Level::Debug) {
                 continue;
             }
@@ -516,12 +540,40 @@ impl Node {
         if matches!(admitted, Admit::Dropped) {
             return;
         }
-        // Only now, authentic if keyed: the remote is created or refreshed.
+        // Only now, authentic if keyed: the remote is created or refreshed;
+        // a new one only if the guard allows (issue 13).
+        let new = self.switch.lookup(&from).is_none();
+        if new {
+            if let Err(r) = self.guard.admit_new(now.mono, from, decl) {
+                self.refused(now, from, decl, r);
+                return;
+            }
+        }
         let Ok(port) = self.switch.remote_rx(now.mono, from, decl) else { return };
+        if new {
+            self.guard.remote_added(from, decl, port);
+        }
         match admitted {
             Admit::Frame(frame) => self.forward(now, port, &buf[frame]),
             Admit::Heartbeat => trace!("heartbeat from {from}"),
             Admit::Dropped => {}
+        }
+    }
+
+    /// Counts and logs (rate-limited) a new remote the guard refused.
+    fn refused(&mut self, now: Now, from: SocketAddr, decl: DeclId, r: DropReason) {
+        self.switch.count_drop(r);
+        if log_enabled!(Level::Warn) {
+            if let Some(s) = self.logs.guard.check(now.mono, &mut self.logs.budget) {
+                let name = self.decls.get(decl).map_or_else(String::new, |d| d.to_string());
+                let why = match r {
+                    DropReason::DeclarationFull => {
+                        format!("it has {} remotes, its cap ('-r n' to change)", self.guard.live(decl))
+                    }
+                    _ => format!("new remotes come too fast ({})", r.name()),
+                };
+                warn!("refused a new remote {from} under {name}: {why}{s}");
+            }
         }
     }
 
@@ -640,7 +692,18 @@ impl Node {
                 return;
             }
             Forward::Unicast(t) => self.targets.push(t),
-            Forward::Flood(targets) => self.targets.extend_from_slice(targets),
+            Forward::Flood(targets) => {
+                // Storm control (issue 13): after the switch decided to flood.
+                let dst = crate::mac::MacAddr([frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]]);
+                match self.guard.flood(now.mono, ingress, dst, targets.len()) {
+                    Ok(()) => self.targets.extend_from_slice(targets),
+                    Err(r) => {
+                        self.switch.count_port_drop(ingress, r);
+                        trace!("drop {} from port {}: {}", frame.len(), ingress.0, r.name());
+                        return;
+                    }
+                }
+            }
         }
         self.send_planned(now, frame, Kind::Data);
     }
@@ -652,6 +715,12 @@ impl Node {
     fn send_planned(&mut self, now: Now, frame: &[u8], kind: Kind) {
         let Node { switch, decls, keys, roles, plan, targets, logs, .. } = self;
         let key_of = |t: &Target| t.decl.and_then(|d| decls.key_of(d));
+        // A datagram larger than UDP can carry is too large, not a failed send.
+        let too_large = |t: &Target, len: usize| match t.dest {
+            Dest::Remote(a) => len > guard::max_udp_payload(a),
+            Dest::Multicast => len > guard::max_udp_payload(SocketAddr::from(([0, 0, 0, 0], 0))),
+            Dest::Local => false,
+        };
         // Plain heartbeats are the short datagram, not an empty frame.
         let plain = if kind == Kind::Heartbeat { HEARTBEAT } else { frame };
         let mut copy: Option<Range<usize>> = None;
@@ -665,6 +734,10 @@ impl Node {
                 switch.count_drop(DropReason::Runt);
                 continue;
             }
+            if too_large(t, plain.len()) {
+                switch.count_drop(DropReason::TooLarge);
+                continue;
+            }
             let range = copy.get_or_insert_with(|| plan.push_bytes(plain)).clone();
             plan.queue(chan, range, to);
             if kind == Kind::Data {
@@ -672,7 +745,10 @@ impl Node {
             }
         }
         for (k, key) in keys.iter_mut().enumerate() {
-            let mine = |t: &&Target| key_of(t) == Some(k);
+            let sealed_len = frame.len() + crate::crypto::OVERHEAD;
+            let mine = |t: &&Target| key_of(t) == Some(k) && !too_large(t, sealed_len);
+            let over = targets.iter().filter(|t| key_of(t) == Some(k) && too_large(t, sealed_len)).count();
+            switch.count_drops(DropReason::TooLarge, over as u64);
             if !targets.iter().any(|t| mine(&t)) {
                 continue;
             }

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use crate::mac::{Frame, MacAddr};
 use recent::{digest, Recent};
-use table::{Answer, Learn, MacTable};
+use table::{Answer, Learn, MacTable, DEFAULT_LOCAL_MAC_LIMIT, DEFAULT_PORT_MAC_LIMIT};
 
 /// Every lifetime the switch uses, in one place.
 pub mod timing {
@@ -238,11 +238,30 @@ pub enum DropReason {
     /// link and that no bridge forwards: 802.3x PAUSE, LACP and the other
     /// slow protocols, MAC Control ([`Frame::is_link_control`]).
     LinkControl,
+    // Issue 13's limits (admission and storm control in `node::guard`, port
+    // security in `table`).
+    /// A new remote refused: its declaration has as many remotes as its cap.
+    DeclarationFull,
+    /// A new remote refused: its declaration made new remotes too fast.
+    NewRemoteRate,
+    /// A new remote refused: its source /24 (IPv4) or /64 (IPv6) made new
+    /// remotes too fast.
+    NewRemotePrefixRate,
+    /// A broadcast over its ingress port's flood rate (storm control).
+    StormBroadcast,
+    /// A multicast frame over its ingress port's flood rate.
+    StormMulticast,
+    /// A frame to an unknown unicast address over its ingress port's flood
+    /// rate.
+    StormUnknownUnicast,
+    /// A frame from a new source address on a port that owns its whole
+    /// share of the MAC table (port security).
+    PortMacLimit,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 25;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -263,6 +282,13 @@ impl DropReason {
         DropReason::StaleSession,
         DropReason::SessionCacheFull,
         DropReason::LinkControl,
+        DropReason::DeclarationFull,
+        DropReason::NewRemoteRate,
+        DropReason::NewRemotePrefixRate,
+        DropReason::StormBroadcast,
+        DropReason::StormMulticast,
+        DropReason::StormUnknownUnicast,
+        DropReason::PortMacLimit,
     ];
 
     /// A short name for logs.
@@ -286,6 +312,13 @@ impl DropReason {
             DropReason::StaleSession => "stale-session",
             DropReason::SessionCacheFull => "session-cache-full",
             DropReason::LinkControl => "link-control",
+            DropReason::DeclarationFull => "declaration-full",
+            DropReason::NewRemoteRate => "new-remote-rate",
+            DropReason::NewRemotePrefixRate => "new-remote-prefix-rate",
+            DropReason::StormBroadcast => "storm-broadcast",
+            DropReason::StormMulticast => "storm-multicast",
+            DropReason::StormUnknownUnicast => "storm-unknown-unicast",
+            DropReason::PortMacLimit => "port-mac-limit",
         }
     }
 }
@@ -348,11 +381,21 @@ pub struct Params {
     pub max_ports: usize,
     /// Ignore lists, indexed by [`DeclId`].
     pub ignore: Vec<Vec<MacAddr>>,
+    /// Most learned addresses one remote port may own (port security).
+    pub port_mac_limit: usize,
+    /// Most learned addresses the local end may own.
+    pub local_mac_limit: usize,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { mac_capacity: DEFAULT_MAC_CAPACITY, max_ports: DEFAULT_MAX_PORTS, ignore: Vec::new() }
+        Params {
+            mac_capacity: DEFAULT_MAC_CAPACITY,
+            max_ports: DEFAULT_MAX_PORTS,
+            ignore: Vec::new(),
+            port_mac_limit: DEFAULT_PORT_MAC_LIMIT,
+            local_mac_limit: DEFAULT_LOCAL_MAC_LIMIT,
+        }
     }
 }
 
@@ -467,6 +510,7 @@ impl Switch {
         }
         // Reserve flood room now, so handle_frame never allocates.
         self.flood.reserve(self.live.saturating_sub(self.flood.len()));
+        self.table.reserve_ports(self.ports.len());
         id
     }
 
@@ -675,21 +719,24 @@ impl Switch {
         if from_group && self.recent.copy(digest(bytes), ingress, now, true) {
             return self.drop(DropReason::Sticky);
         }
+        // Port security (issue 13): the share of the table this port may own.
+        let limit = if in_port.kind == Kind::Local { self.params.local_mac_limit } else { self.params.port_mac_limit };
         let learned = match out {
             None => {
                 let hold = if dst.is_multicast() { timing::STICKY_BROADCAST } else { timing::STICKY_UNICAST };
-                self.table.learn(src, ingress, now, hold)
+                self.table.learn_within(src, ingress, now, hold, limit)
             }
-            Some(_) if to_local => self.table.learn_delivered(src, ingress, now, digest(bytes), is_local),
+            Some(_) if to_local => self.table.learn_delivered(src, ingress, now, digest(bytes), limit, is_local),
             // Also a unicast for an address behind its own ingress (common
             // on the group): the port carries unicast from its source, and
             // settles as if it relayed it. Learning from it as from a frame
             // that ends here (no settling) let bindings swing between the
             // group and a UDP port fast enough for unicast to go round in
             // tests/mesh.rs's random meshes with a group.
-            Some(_) => self.table.learn_relayed(src, ingress, now, is_local),
+            Some(_) => self.table.learn_relayed(src, ingress, now, limit, is_local),
         };
         match learned {
+            Learn::PortFull => return self.drop(DropReason::PortMacLimit),
             Learn::HeldElsewhere(_) | Learn::Copy => return self.drop(DropReason::Sticky),
             Learn::Full => self.stats.table_full += 1,
             Learn::Unheld => {

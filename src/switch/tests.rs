@@ -889,19 +889,19 @@ fn table_answers_for_relayed_and_delivered_unicast() {
     let local = |x: PortId| x == l;
     let six = timing::STICKY_BROADCAST;
     assert_eq!(t.learn(mac(1), p, c.0, six), Learn::New);
-    assert_eq!(t.learn_relayed(mac(1), q, c.ms(1), local), Learn::Moved(p));
-    assert_eq!(t.learn_relayed(mac(1), p, c.ms(2), local), Learn::Across);
-    assert_eq!(t.learn_relayed(mac(1), q, c.ms(3), local), Learn::Refreshed);
-    assert_eq!(t.learn_delivered(mac(1), p, c.ms(4), 1, local), Learn::Across);
+    assert_eq!(t.learn_relayed(mac(1), q, c.ms(1), usize::MAX, local), Learn::Moved(p));
+    assert_eq!(t.learn_relayed(mac(1), p, c.ms(2), usize::MAX, local), Learn::Across);
+    assert_eq!(t.learn_relayed(mac(1), q, c.ms(3), usize::MAX, local), Learn::Refreshed);
+    assert_eq!(t.learn_delivered(mac(1), p, c.ms(4), 1, usize::MAX, local), Learn::Across);
     // The same frame again by another port: a copy.
-    assert_eq!(t.learn_delivered(mac(1), q, c.ms(5), 1, local), Learn::Copy);
-    assert_eq!(t.learn_relayed(mac(1), p, c.ms(503), local), Learn::Moved(q));
-    assert_eq!(t.learn_delivered(mac(1), q, c.ms(1_100), 2, local), Learn::Moved(p));
+    assert_eq!(t.learn_delivered(mac(1), q, c.ms(5), 1, usize::MAX, local), Learn::Copy);
+    assert_eq!(t.learn_relayed(mac(1), p, c.ms(503), usize::MAX, local), Learn::Moved(q));
+    assert_eq!(t.learn_delivered(mac(1), q, c.ms(1_100), 2, usize::MAX, local), Learn::Moved(p));
     // Floods: by the port of the first copy only, for the whole hold.
     assert_eq!(t.learn(mac(1), q, c.ms(1_101), six), Learn::HeldElsewhere(p));
     assert_eq!(t.learn(mac(2), l, c.0, six), Learn::New);
-    assert_eq!(t.learn_relayed(mac(2), p, c.ms(1), local), Learn::HeldElsewhere(l));
-    assert_eq!(t.learn_delivered(mac(2), p, c.ms(1), 3, local), Learn::HeldElsewhere(l));
+    assert_eq!(t.learn_relayed(mac(2), p, c.ms(1), usize::MAX, local), Learn::HeldElsewhere(l));
+    assert_eq!(t.learn_delivered(mac(2), p, c.ms(1), 3, usize::MAX, local), Learn::HeldElsewhere(l));
 }
 
 // ---------------------------------------------------------------------------
