@@ -35,9 +35,10 @@
 //!   on a keyed or a narrower block) keep their own.
 //!
 //! Everything here is pure: the time is an argument, the state is bounded
-//! (the prefix buckets are a fixed array, the flood buckets one per possible
-//! port, made when the guard is), and nothing allocates per datagram or
-//! per frame. Each refusal is a [`DropReason`] the node counts.
+//! (the prefix buckets are a fixed array, the flood buckets one per port,
+//! grown when a remote is made, never past the switch's bound), and nothing
+//! allocates per datagram or per frame. Each refusal is a [`DropReason`]
+//! the node counts.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -56,7 +57,7 @@ use super::decl::{DeclKind, Declarations};
 pub const DEFAULT_MAX_REMOTES: u16 = 256;
 
 /// The prefix buckets: a fixed array indexed by a hash of the prefix.
-pub const PREFIX_SLOTS: usize = 4096;
+pub const PREFIX_SLOTS: usize = 1024;
 
 /// An unkeyed downlink wider than this many bits (IPv4) is warned about.
 pub const WIDE_V4: u8 = 16;
@@ -237,16 +238,18 @@ pub struct Guard {
     /// The remotes made on demand, with their declaration and port, so
     /// that one going stale frees its place under the cap.
     admitted: HashMap<SocketAddr, (DeclId, PortId)>,
-    /// Flood buckets by port id: one for every port the switch can have.
-    flood: Box<[Bucket]>,
+    /// Flood buckets by port id, one for each port the switch has had.
+    flood: Vec<Bucket>,
     /// The declaration of each port that a downlink made, by port id.
-    port_decl: Box<[Option<DeclId>]>,
+    port_decl: Vec<Option<DeclId>>,
 }
 
 impl Guard {
-    /// A guard for these declarations and a switch of at most `max_ports`
-    /// ports (remotes and the local end).
-    pub fn new(decls: &Declarations, limits: Limits, max_ports: usize) -> Guard {
+    /// A guard for these declarations and a switch whose ports are numbered
+    /// below `ports` (the local end, the uplinks and the multicast group
+    /// when it starts; remotes made later are added by
+    /// [`Guard::remote_added`]).
+    pub fn new(decls: &Declarations, limits: Limits, ports: usize) -> Guard {
         let decls = decls
             .iter()
             .map(|(_, d)| DeclState {
@@ -266,8 +269,8 @@ impl Guard {
             decls,
             prefixes: vec![PrefixSlot::default(); PREFIX_SLOTS].into_boxed_slice(),
             admitted: HashMap::new(),
-            flood: vec![Bucket::default(); max_ports.saturating_add(1)].into_boxed_slice(),
-            port_decl: vec![None; max_ports.saturating_add(1)].into_boxed_slice(),
+            flood: vec![Bucket::default(); ports],
+            port_decl: vec![None; ports],
         }
     }
 
@@ -320,6 +323,12 @@ impl Guard {
     /// The switch made a remote for `addr` under `decl` (after
     /// [`Guard::admit_new`] allowed it), on `port`.
     pub fn remote_added(&mut self, addr: SocketAddr, decl: DeclId, port: PortId) {
+        let i = port.0 as usize;
+        if i >= self.flood.len() {
+            // Port ids are reused, so these never outgrow the switch.
+            self.flood.resize(i + 1, Bucket::default());
+            self.port_decl.resize(i + 1, None);
+        }
         if let Some(d) = self.decls.get_mut(usize::from(decl)) {
             if d.cap.is_some() && self.admitted.insert(addr, (decl, port)).is_none() {
                 d.live += 1;

@@ -257,7 +257,6 @@ impl Node {
         let group_decl = setup.multicast.as_ref().map(|m| decls.add_multicast(map(m.key)));
 
         let params = Params { ignore: decls.ignore_lists(), ..setup.switch };
-        let max_ports = params.max_ports;
         let mut switch = Switch::new(params);
         let local_port = setup.local.map(|_| switch.add_local(now.mono));
         let group = match (&setup.multicast, group_decl) {
@@ -288,7 +287,7 @@ impl Node {
             }
         }
         let batch = setup.batch.max(1);
-        let guard = Guard::new(&decls, guard::Limits::default(), max_ports);
+        let guard = Guard::new(&decls, guard::Limits::default(), switch.port_count());
         Ok(Node {
             switch,
             decls,
@@ -535,14 +534,14 @@ impl Node {
 
     /// A datagram on the UDP socket.
     fn handle_datagram(&mut self, now: Now, from: SocketAddr, buf: &mut [u8], range: Range<usize>) {
-        let Some(decl) = self.declaration_of(from, now) else { return };
+        let Some((decl, known)) = self.declaration_of(from, now) else { return };
         let admitted = self.admit(now, from, decl, buf, range);
         if matches!(admitted, Admit::Dropped) {
             return;
         }
         // Only now, authentic if keyed: the remote is created or refreshed;
         // a new one only if the guard allows (issue 13).
-        let new = self.switch.lookup(&from).is_none();
+        let new = !known;
         if new {
             if let Err(r) = self.guard.admit_new(now.mono, from, decl) {
                 self.refused(now, from, decl, r);
@@ -605,12 +604,14 @@ impl Node {
 
     /// The declaration a UDP source falls under: its remote's, or the best
     /// matching one. `None` (counted, logged rate-limited) when none does.
-    fn declaration_of(&mut self, from: SocketAddr, now: Now) -> Option<DeclId> {
+    fn declaration_of(&mut self, from: SocketAddr, now: Now) -> Option<(DeclId, bool)> {
+        // The flag says whether `from` is a remote already (issue 13: only a
+        // new one asks the guard).
         if let Some((_, Some(d))) = self.switch.lookup(&from) {
-            return Some(d);
+            return Some((d, true));
         }
         if let Some(d) = self.decls.match_source(from) {
-            return Some(d);
+            return Some((d, false));
         }
         self.switch.count_drop(DropReason::UnknownSource);
         if log_enabled!(Level::Debug) {
