@@ -425,6 +425,7 @@ pub fn wide_plain_downlink(decls: &Declarations, decl: DeclId) -> Option<String>
 mod tests {
     use super::*;
     use crate::config::parse_remote;
+    use std::time::Duration;
 
     fn decls(list: &[&str]) -> Declarations {
         Declarations::new(list.iter().map(|s| (parse_remote(s, false).unwrap(), None)))
