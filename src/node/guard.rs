@@ -42,7 +42,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ipnet::IpNet;
 
@@ -75,14 +75,14 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// The time one event costs.
-    fn interval(self) -> Duration {
-        Duration::from_secs(1) / self.per_sec.max(1)
+    /// The time one event costs, in nanoseconds.
+    fn interval(self) -> u64 {
+        1_000_000_000 / u64::from(self.per_sec.max(1))
     }
 
-    /// How far ahead of now the bucket's schedule may run.
-    fn slack(self) -> Duration {
-        self.interval() * (self.burst.max(1) - 1)
+    /// The burst, at least 1.
+    fn burst(self) -> u64 {
+        u64::from(self.burst.max(1))
     }
 }
 
@@ -122,49 +122,42 @@ impl Default for Limits {
     }
 }
 
-/// A token bucket in its GCRA form: the one instant at which it would be
-/// full again, so a bucket is one word and a check is one comparison.
+/// A token bucket in its GCRA form: the one time at which it would be full
+/// again, so a bucket is one word and a check a few integer operations
+/// (this is on the path of every flooded frame). Times are nanoseconds
+/// since the guard's epoch ([`Guard`] turns its `Instant`s into these once
+/// per call).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bucket {
-    /// When every token spent so far has been earned back; `None` while
-    /// never used (full).
-    tat: Option<Instant>,
+    /// When every token spent so far has been earned back (0: never used,
+    /// full).
+    tat: u64,
 }
 
 impl Bucket {
-    /// Whether an event at `now` fits the rate, without spending.
-    pub fn allows(&self, now: Instant, rate: Rate) -> bool {
-        self.tat.is_none_or(|tat| tat.saturating_duration_since(now) <= rate.slack())
+    /// Whether `n` events at `now` fit the rate, without spending. More than
+    /// a burst fits a full bucket (and empties it).
+    pub fn allows(&self, now: u64, rate: Rate, n: u32) -> bool {
+        let n = u64::from(n).clamp(1, rate.burst());
+        let t = rate.interval();
+        // After these, the schedule may run at most a burst ahead of now.
+        self.tat.max(now) - now + t * n <= t * rate.burst()
     }
 
-    /// Spends one event (call only after [`Bucket::allows`] said yes).
-    pub fn spend(&mut self, now: Instant, rate: Rate) {
-        // A clock that went back spends from the schedule as it stands.
-        let from = self.tat.map_or(now, |tat| tat.max(now));
-        self.tat = Some(from + rate.interval());
+    /// Spends `n` events (call only after [`Bucket::allows`] said yes). A
+    /// clock that went back spends from the schedule as it stands.
+    pub fn spend(&mut self, now: u64, rate: Rate, n: u32) {
+        let n = u64::from(n).clamp(1, rate.burst());
+        self.tat = self.tat.max(now) + rate.interval() * n;
     }
 
-    /// Spends one event if it fits the rate.
-    pub fn take(&mut self, now: Instant, rate: Rate) -> bool {
-        let ok = self.allows(now, rate);
+    /// Spends `n` events if they fit the rate.
+    pub fn take(&mut self, now: u64, rate: Rate, n: u32) -> bool {
+        let ok = self.allows(now, rate, n);
         if ok {
-            self.spend(now, rate);
+            self.spend(now, rate, n);
         }
         ok
-    }
-
-    /// Whether `n` events at once at `now` fit the rate, without spending.
-    /// More than a burst fits a full bucket (it is then empty).
-    pub fn allows_n(&self, now: Instant, rate: Rate, n: u32) -> bool {
-        let n = n.clamp(1, rate.burst.max(1));
-        self.tat.is_none_or(|tat| tat.saturating_duration_since(now) + rate.interval() * (n - 1) <= rate.slack())
-    }
-
-    /// Spends `n` events (call only after [`Bucket::allows_n`] said yes).
-    pub fn spend_n(&mut self, now: Instant, rate: Rate, n: u32) {
-        let n = n.clamp(1, rate.burst.max(1));
-        let from = self.tat.map_or(now, |tat| tat.max(now));
-        self.tat = Some(from + rate.interval() * n);
     }
 }
 
@@ -224,10 +217,15 @@ pub fn flood_drop_reason(dst: MacAddr) -> DropReason {
 /// the channel, not a send that failed.
 pub fn max_udp_payload(dest: SocketAddr) -> usize {
     match super::decl::canonical(dest).ip() {
-        IpAddr::V4(_) => 65535 - 20 - 8,
-        IpAddr::V6(_) => 65535 - 8,
+        IpAddr::V4(_) => MAX_UDP_PAYLOAD_V4,
+        IpAddr::V6(_) => MAX_UDP_PAYLOAD_V6,
     }
 }
+
+/// The largest UDP payload over IPv4 (the multicast group's too).
+pub const MAX_UDP_PAYLOAD_V4: usize = 65535 - 20 - 8;
+/// The largest UDP payload over IPv6, without jumbograms.
+pub const MAX_UDP_PAYLOAD_V6: usize = 65535 - 8;
 
 /// The admission and storm state of a node.
 #[derive(Debug)]
@@ -238,6 +236,12 @@ pub struct Guard {
     /// The remotes made on demand, with their declaration and port, so
     /// that one going stale frees its place under the cap.
     admitted: HashMap<SocketAddr, (DeclId, PortId)>,
+    /// The instant the buckets' times count from: the first one seen.
+    epoch: Option<Instant>,
+    /// The last instant turned into bucket time, and what it became: the
+    /// frames of one batch share their `now`, and the turning costs more
+    /// than the bucket.
+    last: Option<(Instant, u64)>,
     /// Flood buckets by port id, one for each port the switch has had.
     flood: Vec<Bucket>,
     /// The declaration of each port that a downlink made, by port id.
@@ -269,6 +273,8 @@ impl Guard {
             decls,
             prefixes: vec![PrefixSlot::default(); PREFIX_SLOTS].into_boxed_slice(),
             admitted: HashMap::new(),
+            epoch: None,
+            last: None,
             flood: vec![Bucket::default(); ports],
             port_decl: vec![None; ports],
         }
@@ -290,6 +296,19 @@ impl Guard {
         self.decls.get(usize::from(decl)).map_or(0, |d| d.live)
     }
 
+    /// `now` in the buckets' time.
+    fn ns(&mut self, now: Instant) -> u64 {
+        if let Some((then, ns)) = self.last {
+            if then == now {
+                return ns;
+            }
+        }
+        let epoch = *self.epoch.get_or_insert(now);
+        let ns = u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
+        self.last = Some((now, ns));
+        ns
+    }
+
     /// May an admitted datagram from `from`, under `decl`, make a new
     /// remote at `now`? Checks the declaration's cap, then the source
     /// prefix's and the declaration's rates, and spends from both buckets
@@ -297,6 +316,7 @@ impl Guard {
     /// switch did make the remote.
     pub fn admit_new(&mut self, now: Instant, from: SocketAddr, decl: DeclId) -> Result<(), DropReason> {
         let limits = self.limits;
+        let now = self.ns(now);
         let Some(d) = self.decls.get_mut(usize::from(decl)) else { return Ok(()) };
         let Some(cap) = d.cap else { return Ok(()) };
         if d.live >= cap {
@@ -309,14 +329,14 @@ impl Guard {
             // collision can only make a prefix freer, never block one.
             *slot = PrefixSlot { prefix, bucket: Bucket::default() };
         }
-        if !slot.bucket.allows(now, limits.new_remotes_per_prefix) {
+        if !slot.bucket.allows(now, limits.new_remotes_per_prefix, 1) {
             return Err(DropReason::NewRemotePrefixRate);
         }
-        if !d.bucket.allows(now, limits.new_remotes) {
+        if !d.bucket.allows(now, limits.new_remotes, 1) {
             return Err(DropReason::NewRemoteRate);
         }
-        slot.bucket.spend(now, limits.new_remotes_per_prefix);
-        d.bucket.spend(now, limits.new_remotes);
+        slot.bucket.spend(now, limits.new_remotes_per_prefix, 1);
+        d.bucket.spend(now, limits.new_remotes, 1);
         Ok(())
     }
 
@@ -362,16 +382,17 @@ impl Guard {
     /// refused.
     pub fn flood(&mut self, now: Instant, ingress: PortId, dst: MacAddr, fanout: usize) -> Result<(), DropReason> {
         let (rate, shared) = (self.limits.flood_per_port, self.limits.flood_per_declaration);
+        let now = self.ns(now);
         let i = ingress.0 as usize;
         let Some(port) = self.flood.get_mut(i) else { return Ok(()) };
         let decl = self.port_decl.get(i).copied().flatten().and_then(|d| self.decls.get_mut(usize::from(d)));
         let cost = u32::try_from(fanout).unwrap_or(u32::MAX);
-        if !port.allows_n(now, rate, cost) || decl.as_ref().is_some_and(|d| !d.flood.allows_n(now, shared, cost)) {
+        if !port.allows(now, rate, cost) || decl.as_ref().is_some_and(|d| !d.flood.allows(now, shared, cost)) {
             return Err(flood_drop_reason(dst));
         }
-        port.spend_n(now, rate, cost);
+        port.spend(now, rate, cost);
         if let Some(d) = decl {
-            d.flood.spend_n(now, shared, cost);
+            d.flood.spend(now, shared, cost);
         }
         Ok(())
     }
@@ -404,6 +425,7 @@ pub fn wide_plain_downlink(decls: &Declarations, decl: DeclId) -> Option<String>
 mod tests {
     use super::*;
     use crate::config::parse_remote;
+    use std::time::Duration;
 
     fn decls(list: &[&str]) -> Declarations {
         Declarations::new(list.iter().map(|s| (parse_remote(s, false).unwrap(), None)))
@@ -417,31 +439,36 @@ mod tests {
         t0 + Duration::from_millis(n)
     }
 
+    /// `n` milliseconds in a bucket's time.
+    fn at(n: u64) -> u64 {
+        n * 1_000_000
+    }
+
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {
-        let t0 = Instant::now();
         let rate = Rate { per_sec: 10, burst: 5 };
         let mut b = Bucket::default();
+        let t0 = at(1000);
         for i in 0..5 {
-            assert!(b.take(t0, rate), "burst event {i}");
+            assert!(b.take(t0, rate, 1), "burst event {i}");
         }
-        assert!(!b.take(t0, rate));
-        assert!(!b.take(ms(t0, 99), rate));
-        assert!(b.take(ms(t0, 100), rate));
-        assert!(!b.take(ms(t0, 150), rate));
+        assert!(!b.take(t0, rate, 1));
+        assert!(!b.take(t0 + at(99), rate, 1));
+        assert!(b.take(t0 + at(100), rate, 1));
+        assert!(!b.take(t0 + at(150), rate, 1));
         // Sustained: one per 100 ms, whatever is asked in between.
         let mut allowed = 0;
         for step in 0..1000 {
-            if b.take(ms(t0, 200 + step), rate) {
+            if b.take(t0 + at(200 + step), rate, 1) {
                 allowed += 1;
             }
         }
         assert_eq!(allowed, 10);
         // A quiet spell refills it to the burst, no more.
-        let later = ms(t0, 60_000);
-        assert_eq!((0..10).filter(|_| b.take(later, rate)).count(), 5);
+        let later = t0 + at(60_000);
+        assert_eq!((0..10).filter(|_| b.take(later, rate, 1)).count(), 5);
         // A clock that went back earns nothing.
-        assert!(!b.take(ms(t0, 59_000), rate));
+        assert!(!b.take(t0 + at(59_000), rate, 1));
     }
 
     #[test]
@@ -588,21 +615,21 @@ mod tests {
 
     #[test]
     fn a_bucket_takes_several_at_once() {
-        let t0 = Instant::now();
         let rate = Rate { per_sec: 1000, burst: 100 };
         let mut b = Bucket::default();
-        assert!(b.allows_n(t0, rate, 60));
-        b.spend_n(t0, rate, 60);
-        assert!(b.allows_n(t0, rate, 40));
-        assert!(!b.allows_n(t0, rate, 41));
+        let t0 = at(5);
+        assert!(b.allows(t0, rate, 60));
+        b.spend(t0, rate, 60);
+        assert!(b.allows(t0, rate, 40));
+        assert!(!b.allows(t0, rate, 41));
         // One more each millisecond.
-        assert!(b.allows_n(ms(t0, 1), rate, 41) && !b.allows_n(ms(t0, 1), rate, 42));
+        assert!(b.allows(t0 + at(1), rate, 41) && !b.allows(t0 + at(1), rate, 42));
         // More than a burst passes a full bucket, and empties it.
         let mut b = Bucket::default();
-        assert!(b.allows_n(t0, rate, 5000));
-        b.spend_n(t0, rate, 5000);
-        assert!(!b.allows(t0, rate));
-        assert!(b.allows(ms(t0, 100), rate));
+        assert!(b.allows(t0, rate, 5000));
+        b.spend(t0, rate, 5000);
+        assert!(!b.allows(t0, rate, 1));
+        assert!(b.allows(t0 + at(100), rate, 100));
     }
 
     #[test]

@@ -717,10 +717,13 @@ impl Node {
         let Node { switch, decls, keys, roles, plan, targets, logs, .. } = self;
         let key_of = |t: &Target| t.decl.and_then(|d| decls.key_of(d));
         // A datagram larger than UDP can carry is too large, not a failed send.
-        let too_large = |t: &Target, len: usize| match t.dest {
-            Dest::Remote(a) => len > guard::max_udp_payload(a),
-            Dest::Multicast => len > guard::max_udp_payload(SocketAddr::from(([0, 0, 0, 0], 0))),
-            Dest::Local => false,
+        let too_large = |t: &Target, len: usize| {
+            len > guard::MAX_UDP_PAYLOAD_V4
+                && match t.dest {
+                    Dest::Remote(a) => len > guard::max_udp_payload(a),
+                    Dest::Multicast => true,
+                    Dest::Local => false,
+                }
         };
         // Plain heartbeats are the short datagram, not an empty frame.
         let plain = if kind == Kind::Heartbeat { HEARTBEAT } else { frame };
