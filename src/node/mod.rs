@@ -37,6 +37,7 @@
 //! bytes ever goes to the multicast group (SPEC 4).
 
 pub mod decl;
+mod offload;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -214,6 +215,8 @@ pub struct Node {
     targets: Vec<Target>,
     logs: Logs,
     started: Instant,
+    /// Splits what a tap with offloads reads ([`offload`]).
+    tap: Option<offload::TapSplit>,
 }
 
 impl fmt::Debug for Node {
@@ -292,6 +295,7 @@ impl Node {
                 budget: LogBudget::default(),
             },
             started: now.mono,
+            tap: None,
         })
     }
 
@@ -349,7 +353,11 @@ impl Node {
             self.handle_group(now, from, buf, range);
         } else if Some(chan) == self.roles.local {
             if let Some(port) = self.local_port {
-                self.forward(now, port, &buf[range]);
+                if self.tap.is_some() {
+                    self.forward_from_tap(now, port, &mut buf[range]);
+                } else {
+                    self.forward(now, port, &buf[range]);
+                }
             }
         }
         self.log_events(now);
@@ -473,6 +481,7 @@ impl Node {
             macs: Macs { count: self.switch.mac_count() as u64, capacity: self.switch.mac_capacity() as u64 },
             drops: drops_of(&s.drops, true),
             sessions: self.keys.iter().map(|k| k.transport.opener().session_count() as u64).sum(),
+            offload: None,
         }
     }
 
