@@ -378,6 +378,101 @@ impl Channel for TapChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offload::{VnetHdr, MAX_SUPER_FRAME};
+
+    fn offload(batch: usize) -> Offload {
+        Offload {
+            state: TapState { checksum: true, tso: true, gro: true, ..TapState::default() },
+            coalescer: Coalescer::new(VNET, batch),
+            capacity: batch,
+            buf: vec![0u8; MAX_SUPER_FRAME].into_boxed_slice(),
+        }
+    }
+
+    /// An arena of `frames` and the batch that lists them.
+    fn planned(frames: &[Vec<u8>]) -> (Vec<u8>, Vec<Datagram>) {
+        let mut arena = Vec::new();
+        let mut batch = Vec::new();
+        for f in frames {
+            batch.push(Datagram { range: arena.len()..arena.len() + f.len(), to: None });
+            arena.extend_from_slice(f);
+        }
+        (arena, batch)
+    }
+
+    /// Ten segments of one flow and a broadcast between them, in batches of
+    /// 8: super-frames for the runs (none across a batch's edge), the other
+    /// frame alone behind a zero header, the flow in order.
+    #[test]
+    fn runs_go_as_super_frames_and_the_rest_as_it_came() {
+        let segs = crate::testing::tcp_segments(10 * 1000, 1000);
+        let other = crate::testing::frame([0xff; 6], crate::testing::mac(1), 60, 3);
+        let mut frames = segs[..3].to_vec();
+        frames.push(other.clone());
+        frames.extend_from_slice(&segs[3..]);
+        let (arena, batch) = planned(&frames);
+        let mut o = offload(8);
+        let mut writes: Vec<Vec<u8>> = Vec::new();
+        let r = o
+            .send(&arena, &batch, "tap test", |bufs| {
+                writes.push(bufs.iter().flat_map(|b| b.iter().copied()).collect());
+                Ok(0)
+            })
+            .unwrap();
+        assert_eq!(r, SendReport { sent: 11, failed: 0, too_large: 0 });
+        let kinds: Vec<(u8, usize)> = writes
+            .iter()
+            .map(|w| {
+                let h = VnetHdr::parse(w, VNET).unwrap();
+                (h.gso_type(), w.len() - VNET.len())
+            })
+            .collect();
+        // The first chunk of 8: its 7 segments as one super-frame, written
+        // where the run began (another flow's frame does not end it), then
+        // the other frame; the second chunk: the last 3 segments.
+        assert_eq!(kinds, [(1, 54 + 7000), (0, 60), (1, 54 + 3000)]);
+        assert_eq!(&writes[1][VNET.len()..], &other[..]);
+        assert_eq!((o.state.written, o.state.rejected, o.coalescer.counters.super_frames), (2, 0, 2));
+    }
+
+    /// A super-frame the kernel refuses (EINVAL) is written again frame by
+    /// frame, nothing lost; after a few refusals joining stops for good.
+    #[test]
+    fn refused_super_frames_fall_back_to_frames_then_joining_stops() {
+        let segs = crate::testing::tcp_segments(4 * 1000, 1000);
+        let (arena, batch) = planned(&segs);
+        let mut o = offload(32);
+        for round in 1..=REJECTS_BEFORE_OFF + 1 {
+            let mut frames_written = 0;
+            let r = o
+                .send(&arena, &batch, "tap test", |bufs| {
+                    let h = VnetHdr::parse(&bufs[0], VNET).unwrap();
+                    if h.gso_type() != 0 {
+                        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+                    }
+                    frames_written += 1;
+                    Ok(0)
+                })
+                .unwrap();
+            assert_eq!(r, SendReport { sent: 4, failed: 0, too_large: 0 }, "round {round}");
+            assert_eq!(frames_written, 4);
+            assert_eq!(o.state.rejected, round.min(REJECTS_BEFORE_OFF));
+            assert_eq!(o.state.gro, round < REJECTS_BEFORE_OFF, "round {round}");
+        }
+    }
+
+    /// Errors that end the channel pass through; one frame's trouble is
+    /// counted.
+    #[test]
+    fn write_errors_are_counted_or_returned() {
+        let segs = crate::testing::tcp_segments(2 * 1000, 1000);
+        let (arena, batch) = planned(&segs);
+        let mut o = offload(32);
+        let r = o.send(&arena, &batch, "tap test", |_| Err(io::Error::from_raw_os_error(libc::EIO))).unwrap();
+        assert_eq!(r, SendReport { sent: 0, failed: 2, too_large: 0 });
+        let e = o.send(&arena, &batch, "tap test", |_| Err(io::Error::from_raw_os_error(libc::EBADFD)));
+        assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EBADFD));
+    }
 
     #[test]
     fn write_errors_are_sorted() {

@@ -165,3 +165,134 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use super::super::{Now, Setup};
+    use super::*;
+    use crate::config::parse_remote;
+    use crate::crypto::{MasterKey, Opener, Sealer, Transport};
+    use crate::plan::SendReport;
+    use crate::switch::Params;
+
+    const UDP: usize = 0;
+    const LOCAL: usize = 1;
+    const T0: u64 = 1_800_000_000;
+    const VNET: VnetHdrSize = VnetHdrSize::Basic;
+
+    fn now() -> Now {
+        Now { mono: Instant::now(), unix: T0 }
+    }
+
+    fn key() -> MasterKey {
+        MasterKey::from_bytes(&[7; 64]).unwrap()
+    }
+
+    /// Two plain uplinks and one keyed, the local end a tap with offloads.
+    fn node(now: Now) -> Node {
+        let remotes = [("192.0.2.1:2300", None), ("192.0.2.2:2300", None), ("192.0.2.3:2300", Some(0))];
+        let setup = Setup {
+            remotes: remotes.iter().map(|(r, k)| (parse_remote(r, false).unwrap(), *k)).collect(),
+            keys: vec![key()],
+            channels: 2,
+            local: Some(LOCAL),
+            udp: Some(UDP),
+            multicast: None,
+            switch: Params::default(),
+            batch: 32,
+        };
+        let mut n = Node::new(setup, now).unwrap();
+        n.enable_tap_offload(VNET);
+        n
+    }
+
+    fn read(payload: usize, mss: u16) -> Vec<u8> {
+        crate::testing::tcp_super_frame_read(payload, mss)
+    }
+
+    fn planned(n: &mut Node, now: Now) -> Vec<(Option<SocketAddr>, Vec<u8>)> {
+        let mut out = Vec::new();
+        n.flush_with(now, |chan, arena, batch| {
+            assert_eq!(chan, UDP, "nothing goes back to the tap");
+            out.extend(batch.iter().map(|d| (d.to, arena[d.range.clone()].to_vec())));
+            Ok::<_, ()>(SendReport { sent: batch.len(), failed: 0, too_large: 0 })
+        })
+        .unwrap();
+        out
+    }
+
+    /// One switch decision for the super-frame; each plain remote gets its
+    /// run of segments, byte for byte what the segmenter makes (valid
+    /// checksums, counted sequence numbers, checked with etherparse); the
+    /// keyed remote gets the same segments, each sealed once.
+    #[test]
+    fn a_super_frame_is_switched_once_and_cut_into_the_plan() {
+        let now = now();
+        let mut n = node(now);
+        let mut r = read(4500, 1000);
+        let want = crate::testing::tcp_segments(4500, 1000);
+        assert_eq!(want.len(), 5);
+        let len = r.len();
+        n.handle_input(now, LOCAL, None, &mut r, 0..len);
+        assert_eq!(n.stats().frames_in, 1, "one decision for the super-frame");
+        let out = planned(&mut n, now);
+        assert_eq!(out.len(), 15, "five segments to each of three remotes");
+        let to = |i: u8| Some(SocketAddr::from(([192, 0, 2, i], 2300)));
+        for (k, remote) in [1u8, 2].into_iter().enumerate() {
+            let run = &out[k * 5..k * 5 + 5];
+            assert!(run.iter().all(|(t, _)| *t == to(remote)), "a run to one peer, for UDP_SEGMENT");
+            let bytes: Vec<Vec<u8>> = run.iter().map(|(_, b)| b.clone()).collect();
+            assert_eq!(bytes, want);
+        }
+        let mut seq = 0x1000u32;
+        for seg in &want {
+            let p = etherparse::SlicedPacket::from_ethernet(seg).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!("IPv4") };
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { panic!("TCP") };
+            let sum = tcp.to_header().calc_checksum_ipv4(&ip.header().to_header(), tcp.payload()).unwrap();
+            assert_eq!(sum, tcp.checksum());
+            assert_eq!(tcp.sequence_number(), seq);
+            seq = seq.wrapping_add(tcp.payload().len() as u32);
+            assert!(seg.len() <= 14 + 20 + 20 + 1000);
+        }
+        let mut rx =
+            Transport::from_parts(Sealer::new(&key(), T0, Default::default()).unwrap(), Opener::new(&key(), 16));
+        for (i, (t, sealed)) in out[10..].iter().enumerate() {
+            assert_eq!(*t, to(3));
+            let mut d = sealed.clone();
+            let o = rx.open_in_place(&mut d, T0).unwrap();
+            assert_eq!(d[o.payload], want[i][..], "segment {i} sealed in place");
+        }
+        let c = n.split_counters().unwrap();
+        assert_eq!((c.super_frames, c.segments), (1, 5));
+        assert!(!n.take_offload_trouble());
+    }
+
+    /// A read that cannot be split plans nothing, is counted, and asks the
+    /// shell once to scale the offloads back; an ordinary frame behind a
+    /// zero header goes the usual way.
+    #[test]
+    fn what_cannot_be_split_is_counted_and_reported_once() {
+        let now = now();
+        let mut n = node(now);
+        let mut r = read(3000, 1000);
+        r[1] = 4; // TCPV6 on an IPv4 frame
+        let len = r.len();
+        n.handle_input(now, LOCAL, None, &mut r, 0..len);
+        assert!(planned(&mut n, now).is_empty());
+        assert_eq!(n.split_counters().unwrap().refused(crate::offload::Refusal::GsoTypeMismatch), 1);
+        assert!(n.take_offload_trouble());
+        assert!(!n.take_offload_trouble(), "once per refusal");
+        let mut plain = vec![0u8; VNET.len()];
+        plain.extend_from_slice(&crate::testing::frame([0xff; 6], [2, 0, 0, 0, 0, 1], 100, 9));
+        let len = plain.len();
+        n.handle_input(now, LOCAL, None, &mut plain, 0..len);
+        let out = planned(&mut n, now);
+        assert_eq!(out.len(), 3, "a broadcast to every remote");
+        assert_eq!(out[0].1, plain[VNET.len()..], "the frame without its header");
+        assert_eq!(n.split_counters().unwrap().plain, 1);
+    }
+}
