@@ -596,4 +596,52 @@ mod tests {
         assert!(t.contains("transfer: 400 B received, 300 B sent (4 / 3 frames)"), "{t}");
         assert!(t.ends_with("drops: bad-auth 2\n"), "{t}");
     }
+
+    /// A status with a tap's offloads: the split's and the tap's counters.
+    fn with_offload() -> Status {
+        use crate::offload::{Break, CoalesceCounters, Plain, Refusal, SplitCounters, TapState};
+        let mut split = SplitCounters { plain: 5, completed: 6, super_frames: 7, segments: 300, ..Default::default() };
+        split.refused[Refusal::Ipv4Options as usize] = 1;
+        let mut coalesce = CoalesceCounters { frames: 400, super_frames: 9, joined: 390, ..Default::default() };
+        coalesce.plain[Plain::NotTcp as usize] = 1;
+        coalesce.breaks[Break::Sequence as usize] = 2;
+        let tap = TapState { checksum: true, tso: false, gro: true, coalesce, written: 9, rejected: 3 };
+        Status { offload: Some(Offload::new(&split, &tap)), ..sample() }
+    }
+
+    /// Without a tap with offloads there is no `offload` key at all; with
+    /// one, every counter appears under its documented name, zero reasons
+    /// left out, and it reads back the same.
+    #[test]
+    fn the_offload_object_is_there_only_with_offloads() {
+        assert!(!sample().to_json().contains("offload"));
+        let s = with_offload();
+        let json = s.to_json();
+        for key in [
+            "\"offload\":{\"checksum\":true,\"tso\":false,\"gro\":true",
+            "\"from_tap\":{\"plain\":5,\"checksums_completed\":6,\"super_frames\":7,\"segments\":300",
+            "\"refused\":{\"ipv4-options\":1}",
+            "\"to_tap\":{\"frames\":400,\"super_frames\":9,\"joined\":390,\"rejected\":3",
+            "\"plain\":{\"not-tcp\":1}",
+            "\"breaks\":{\"sequence-gap\":2}",
+        ] {
+            assert!(json.contains(key), "{key} missing from {json}");
+        }
+        assert_eq!(Status::from_json(&json).unwrap(), s);
+        let dump = s.dump_lines();
+        assert_eq!(dump.len(), 4);
+        assert!(
+            dump[2].starts_with("offloads: checksum true, tso false, gro true; from tap 7 super-frames"),
+            "{dump:?}"
+        );
+        assert!(dump[2].contains("refused ipv4-options 1"), "{dump:?}");
+        let table = s.table();
+        assert!(table.contains("tap offloads: checksum on, segmentation off, coalescing on"), "{table}");
+        let prom = s.prometheus();
+        assert!(prom.contains("rrqnet_offload_on{kind=\"tso\"} 0\n"), "{prom}");
+        assert!(prom.contains("rrqnet_offload_from_tap_total{kind=\"segments\"} 300\n"), "{prom}");
+        assert!(prom.contains("rrqnet_offload_refused_total{reason=\"ipv4-options\"} 1\n"), "{prom}");
+        assert!(prom.contains("rrqnet_offload_to_tap_total{kind=\"rejected\"} 3\n"), "{prom}");
+        assert!(!sample().prometheus().contains("offload"));
+    }
 }

@@ -1,7 +1,7 @@
 //! The tap offloads end to end, in network namespaces: TCP through
 //! offloading rrqnets with the underlay captured (every datagram must be one
 //! ordinary Ethernet frame no larger than the tap's MTU allows), plain and
-//! keyed; an offloading rrqnet against `vde_plug udp://` and against a QEMU
+//! keyed, over IPv4 and IPv6; an offloading rrqnet against `vde_plug udp://` and against a QEMU
 //! `dgram` netdev, both ways, sha256 intact; a persistent tap handed to
 //! `vde_plug` after rrqnet exits; and super-frames rrqnet cannot split (a
 //! VLAN on the tap) counted, with the offload switched off and the transfer
@@ -109,6 +109,8 @@ def check(f):
     elif et == b"\x86\xdd":
         if struct.unpack("!H", f[18:20])[0] + 54 != len(f):
             wrong("ipv6-length", f)
+        elif f[20] == 6:
+            tcp += 1
     elif et != b"\x08\x06":
         wrong("ethertype", f)
 while True:
@@ -248,6 +250,39 @@ fn tcp_through_offloading_rrqnets_puts_only_ordinary_frames_on_the_wire() {
         assert!(!la.contains("WARN"), "{la}");
         rb.stop();
     }
+}
+
+/// TCP over IPv6 on the overlay: super-frames of TSO6 cut and IPv6
+/// segments joined, the wire ordinary, the bytes intact both ways.
+#[test]
+fn tcp_over_ipv6_through_offloading_rrqnets() {
+    let t = "tcp_over_ipv6_through_offloading_rrqnets";
+    if !privileged(t) || !have_program(t, "python3") {
+        return;
+    }
+    let dir = scratch("v6");
+    let (a, b, vb) = pair("v6");
+    for (ns, addr) in [(&a, "2001:db8:100::1/64"), (&b, "2001:db8:100::2/64")] {
+        ns.sh("sysctl -qw net.ipv6.conf.tap0.disable_ipv6=0");
+        ns.ip(&["addr", "add", addr, "dev", "tap0", "nodad"]);
+    }
+    let (ra, sa) = rrqnet(&a, &dir, "a", &["7000", "192.0.2.2:7000"]);
+    let (rb, sb) = rrqnet(&b, &dir, "b", &["7000", "192.0.2.1:7000"]);
+    assert!(pings(&a, "2001:db8:100::2"), "no ping over IPv6\n{}", logs(&[&ra, &rb]));
+    let server = netns_util::TCP_SERVER.replace("socket.AF_INET,", "socket.AF_INET6,");
+    assert!(server.contains("AF_INET6"));
+    let cap = Capture::start(&b, &vb, "7000");
+    let ds = [&ra, &rb];
+    netns_util::tcp_transfer_with(&a, &b, "2001:db8:100::2", 5001, BYTES, &server, netns_util::TCP_CLIENT, &ds);
+    netns_util::tcp_transfer_with(&b, &a, "2001:db8:100::1", 5002, BYTES, &server, netns_util::TCP_CLIENT, &ds);
+    assert_ordinary(&cap.stop(), "TCP over IPv6", &ds);
+    for (name, sock) in [("a", &sa), ("b", &sb)] {
+        let o = offload(sock);
+        assert!(o.from_tap.super_frames > 0 && o.to_tap.super_frames > 0, "{name}: {o:?}");
+        assert!(o.from_tap.refused.is_empty() && o.to_tap.rejected == 0, "{name}: {o:?}");
+    }
+    ra.stop();
+    rb.stop();
 }
 
 /// `vde_plug udp://` in B speaks the plain wire format; an offloading rrqnet
@@ -432,7 +467,7 @@ fn super_frames_that_cannot_be_split_switch_segmentation_off() {
         "s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([1, 1, 1, 0]))\ns.sendall(data)",
     );
     assert!(client.contains("IP_OPTIONS"));
-    netns_util::tcp_transfer_with(&a, &b, "198.51.100.2", 5001, BYTES, &client, &[&ra, &rb]);
+    netns_util::tcp_transfer_with(&a, &b, "198.51.100.2", 5001, BYTES, netns_util::TCP_SERVER, &client, &[&ra, &rb]);
     assert_ordinary(&cap.stop(), "TCP with IPv4 options", &[&ra, &rb]);
     let o = offload(&sa);
     assert!(o.from_tap.refused.get("ipv4-options").copied().unwrap_or(0) >= 1, "{o:?}");

@@ -215,7 +215,12 @@ impl Offload {
                 Err(e) => debug!("tap {name}: offload flags {flags:#x} refused: {e}"),
             }
         }
-        debug!("tap {name}: checksum offload {}, TCP segmentation offload {}", state.checksum, state.tso);
+        let on = |b: bool| if b { "on" } else { "off" };
+        log::info!(
+            "tap {name}: offloads: checksum {}, TCP segmentation {}, joining segments on",
+            on(state.checksum),
+            on(state.tso)
+        );
         Offload {
             state,
             coalescer: Coalescer::new(VNET, batch.max(1)),
