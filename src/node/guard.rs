@@ -47,7 +47,7 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 use crate::mac::MacAddr;
-use crate::switch::{DeclId, DropReason, PortId};
+use crate::switch::{DeclId, Dest, DropReason, PortId};
 
 use super::decl::{DeclKind, Declarations};
 
@@ -219,6 +219,16 @@ pub fn max_udp_payload(dest: SocketAddr) -> usize {
     match super::decl::canonical(dest).ip() {
         IpAddr::V4(_) => MAX_UDP_PAYLOAD_V4,
         IpAddr::V6(_) => MAX_UDP_PAYLOAD_V6,
+    }
+}
+
+/// Whether a payload of `len` bytes is too large for `dest` (the local end
+/// says so itself, per channel).
+pub fn too_large_for(dest: Dest, len: usize) -> bool {
+    match dest {
+        Dest::Remote(a) => len > max_udp_payload(a),
+        Dest::Multicast => len > MAX_UDP_PAYLOAD_V4,
+        Dest::Local => false,
     }
 }
 
@@ -686,5 +696,9 @@ mod tests {
         assert_eq!(max_udp_payload(sa("192.0.2.1:1")), 65507);
         assert_eq!(max_udp_payload(sa("[::ffff:192.0.2.1]:1")), 65507);
         assert_eq!(max_udp_payload(sa("[2001:db8::1]:1")), 65527);
+        assert!(too_large_for(Dest::Remote(sa("192.0.2.1:1")), 65508));
+        assert!(!too_large_for(Dest::Remote(sa("[2001:db8::1]:1")), 65508));
+        assert!(too_large_for(Dest::Multicast, 65508));
+        assert!(!too_large_for(Dest::Local, 65535));
     }
 }

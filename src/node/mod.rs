@@ -725,17 +725,18 @@ impl Node {
     fn send_planned(&mut self, now: Now, frame: &[u8], kind: Kind) {
         let Node { switch, decls, keys, roles, plan, targets, logs, .. } = self;
         let key_of = |t: &Target| t.decl.and_then(|d| decls.key_of(d));
-        // A datagram larger than UDP can carry is too large, not a failed send.
-        let too_large = |t: &Target, len: usize| {
-            len > guard::MAX_UDP_PAYLOAD_V4
-                && match t.dest {
-                    Dest::Remote(a) => len > guard::max_udp_payload(a),
-                    Dest::Multicast => true,
-                    Dest::Local => false,
-                }
-        };
         // Plain heartbeats are the short datagram, not an empty frame.
         let plain = if kind == Kind::Heartbeat { HEARTBEAT } else { frame };
+        // Issue 13: a datagram larger than UDP can carry is too large, not a
+        // failed send. Only a frame near 64 KiB needs the look.
+        if frame.len() + crate::crypto::OVERHEAD > guard::MAX_UDP_PAYLOAD_V4 {
+            let before = targets.len();
+            targets.retain(|t| {
+                let len = if key_of(t).is_some() { frame.len() + crate::crypto::OVERHEAD } else { plain.len() };
+                !guard::too_large_for(t.dest, len)
+            });
+            switch.count_drops(DropReason::TooLarge, (before - targets.len()) as u64);
+        }
         let mut copy: Option<Range<usize>> = None;
         for t in targets.iter().filter(|t| key_of(t).is_none()) {
             let Some((chan, to)) = roles.route(t.dest) else {
@@ -747,10 +748,6 @@ impl Node {
                 switch.count_drop(DropReason::Runt);
                 continue;
             }
-            if too_large(t, plain.len()) {
-                switch.count_drop(DropReason::TooLarge);
-                continue;
-            }
             let range = copy.get_or_insert_with(|| plan.push_bytes(plain)).clone();
             plan.queue(chan, range, to);
             if kind == Kind::Data {
@@ -758,10 +755,7 @@ impl Node {
             }
         }
         for (k, key) in keys.iter_mut().enumerate() {
-            let sealed_len = frame.len() + crate::crypto::OVERHEAD;
-            let mine = |t: &&Target| key_of(t) == Some(k) && !too_large(t, sealed_len);
-            let over = targets.iter().filter(|t| key_of(t) == Some(k) && too_large(t, sealed_len)).count();
-            switch.count_drops(DropReason::TooLarge, over as u64);
+            let mine = |t: &&Target| key_of(t) == Some(k);
             if !targets.iter().any(|t| mine(&t)) {
                 continue;
             }
