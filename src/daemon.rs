@@ -225,7 +225,7 @@ impl Daemon {
         let poll = Poll::new().map_err(StartError::EventLoop)?;
         let batch = usize::from(cfg.buffers.unwrap_or(DEFAULT_BATCH));
         let mut chans: Vec<Box<dyn Channel>> = Vec::new();
-        let (mut udp, mut local, mut multicast) = (None, None, None);
+        let (mut udp, mut local, mut multicast, mut vnet) = (None, None, None, None);
         if let Some(port) = cfg.port {
             let u = UdpChannel::bind(port, cfg.ipv4_only, batch).map_err(|source| StartError::Bind { port, source })?;
             let addr = u.local_addr().map_err(|source| StartError::Bind { port, source })?;
@@ -243,7 +243,9 @@ impl Daemon {
                 chans.push(Box::new(StdioChannel::open().map_err(StartError::Stdio)?));
             }
             LocalEnd::Tap(name) => {
-                let tap = TapChannel::open(name).map_err(|source| StartError::Tap { name: name.clone(), source })?;
+                let tap =
+                    TapChannel::open(name, batch).map_err(|source| StartError::Tap { name: name.clone(), source })?;
+                vnet = tap.vnet();
                 // The manual: with a tap, stdin and stdout are closed (stderr stays).
                 crate::sys::close_stdin_stdout().map_err(StartError::Stdio)?;
                 local = Some(chans.len());
@@ -301,7 +303,10 @@ impl Daemon {
             switch: Params::default(),
             batch,
         };
-        let node = Node::new(setup, now).map_err(StartError::Node)?;
+        let mut node = Node::new(setup, now).map_err(StartError::Node)?;
+        if let Some(size) = vnet {
+            node.enable_tap_offload(size);
+        }
         Ok(Daemon {
             poll,
             node,
@@ -436,8 +441,7 @@ impl Daemon {
 
     /// The status document as of now.
     fn status_now(&self) -> crate::status::Status {
-        let local = self.local.map(|id| (self.chans[id].kind(), self.chans[id].name()));
-        self.node.status(Now::read(), local)
+        status_of(&self.node, &self.chans, self.local, Now::read())
     }
 
     /// A readiness event of the status socket or one of its connections.
@@ -445,8 +449,7 @@ impl Daemon {
         let now = Now::read();
         let Daemon { status, node, chans, local, poll, .. } = self;
         let Some(server) = status.as_mut() else { return };
-        let local = local.map(|id| (chans[id].kind(), chans[id].name()));
-        server.handle(poll.registry(), token, now.mono, || node.status(now, local).to_json());
+        server.handle(poll.registry(), token, now.mono, || status_of(node, chans, *local, now).to_json());
     }
 
     /// Reads one batch from channel `id`, hands it to the node, and sends
@@ -475,6 +478,9 @@ impl Daemon {
             if self.node.should_flush() {
                 self.flush(now)?;
             }
+        }
+        if self.node.take_offload_trouble() {
+            self.chans[id].offload_refused();
         }
         self.flush(now)
     }
@@ -507,6 +513,16 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The node's status document, with the local channel's offloads.
+fn status_of(node: &Node, chans: &[Box<dyn Channel>], local: Option<usize>, now: Now) -> crate::status::Status {
+    let mut status = node.status(now, local.map(|id| (chans[id].kind(), chans[id].name())));
+    let tap = local.and_then(|id| chans[id].offload());
+    if let (Some(split), Some(tap)) = (node.split_counters(), tap) {
+        status.offload = Some(crate::status::Offload::new(split, &tap));
+    }
+    status
 }
 
 /// What a channel's failure means: a reader that left our output (stdout's

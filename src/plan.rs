@@ -123,6 +123,16 @@ impl Plan {
         start
     }
 
+    /// Reserves an entry as [`Plan::push_frame`] makes one, for a payload
+    /// of `len` bytes that the caller writes itself into the area returned
+    /// (a segment cut from a super-frame goes straight there); returns the
+    /// start of the entry and that area.
+    pub fn reserve_frame(&mut self, len: usize) -> (usize, &mut [u8]) {
+        let start = self.arena.len();
+        self.arena.resize(start + HEADROOM + len + TAILROOM, 0);
+        (start, &mut self.arena[start + HEADROOM..start + HEADROOM + len])
+    }
+
     /// The entry of [`Plan::push_frame`] that starts at `start`, for a
     /// payload of `len` bytes: headroom, payload and tailroom.
     pub fn entry_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
@@ -180,6 +190,18 @@ mod tests {
         let entry = p.entry_mut(start, 7);
         assert_eq!(entry.len(), HEADROOM + 7 + TAILROOM);
         assert_eq!(&entry[HEADROOM..HEADROOM + 7], b"payload");
+    }
+
+    #[test]
+    fn a_reserved_entry_is_laid_out_as_a_pushed_one() {
+        let mut p = Plan::new(1, 1 << 16, 8);
+        let pushed = p.push_frame(b"abc");
+        let (start, area) = p.reserve_frame(3);
+        assert_eq!(area.len(), 3);
+        area.copy_from_slice(b"abc");
+        assert_eq!(start, HEADROOM + 3 + TAILROOM);
+        assert_eq!(p.entry_mut(start, 3).to_vec(), p.entry_mut(pushed, 3).to_vec());
+        assert_eq!(p.arena().len(), 2 * (HEADROOM + 3 + TAILROOM));
     }
 
     #[test]

@@ -87,6 +87,85 @@ pub struct Macs {
     pub capacity: u64,
 }
 
+/// The tap's offloads: which are on, and what they did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offload {
+    /// The tap may hand us partial checksums, which we complete.
+    pub checksum: bool,
+    /// The tap may hand us TCP super-frames, which we cut into segments.
+    pub tso: bool,
+    /// We join TCP segments from the network into super-frames for the tap.
+    pub gro: bool,
+    /// Tap to network.
+    pub from_tap: FromTap,
+    /// Network to tap.
+    pub to_tap: ToTap,
+}
+
+/// What was read from an offloading tap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FromTap {
+    /// Ordinary frames that needed nothing.
+    pub plain: u64,
+    /// Ordinary frames whose partial checksum was completed.
+    pub checksums_completed: u64,
+    /// TCP super-frames cut into segments.
+    pub super_frames: u64,
+    /// The segments they made.
+    pub segments: u64,
+    /// Reads that could not be split, dropped, by reason (non-zero ones):
+    /// each scales the offloads back.
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// What was written to an offloading tap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToTap {
+    /// Frames handed to the coalescer.
+    pub frames: u64,
+    /// Super-frames made of them.
+    pub super_frames: u64,
+    /// Frames that joined a super-frame started by another.
+    pub joined: u64,
+    /// Super-frames the kernel refused (`EINVAL`), written frame by frame.
+    pub rejected: u64,
+    /// Frames written as they came, by reason (non-zero ones).
+    pub plain: BTreeMap<String, u64>,
+    /// Runs ended by a frame of their flow, by reason (non-zero ones).
+    pub breaks: BTreeMap<String, u64>,
+}
+
+impl Offload {
+    /// The report of the node's split and the tap channel's state.
+    pub fn new(split: &crate::offload::SplitCounters, tap: &crate::offload::TapState) -> Offload {
+        use crate::offload::{Break, Plain, Refusal};
+        let nonzero = |pairs: &mut dyn Iterator<Item = (&'static str, u64)>| -> BTreeMap<String, u64> {
+            pairs.filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_owned(), n)).collect()
+        };
+        let c = &tap.coalesce;
+        Offload {
+            checksum: tap.checksum,
+            tso: tap.tso,
+            gro: tap.gro,
+            from_tap: FromTap {
+                plain: split.plain,
+                checksums_completed: split.completed,
+                super_frames: split.super_frames,
+                segments: split.segments,
+                refused: nonzero(&mut Refusal::ALL.iter().map(|r| (r.name(), split.refused(*r)))),
+            },
+            to_tap: ToTap {
+                frames: c.frames,
+                super_frames: c.super_frames,
+                joined: c.joined,
+                rejected: tap.rejected,
+                plain: nonzero(&mut Plain::ALL.iter().map(|r| (r.name(), c.plain(*r)))),
+                breaks: nonzero(&mut Break::ALL.iter().map(|b| (b.name(), c.breaks(*b)))),
+            },
+        }
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -106,6 +185,9 @@ pub struct Status {
     pub drops: BTreeMap<String, u64>,
     /// Keyed sessions of peers we know.
     pub sessions: u64,
+    /// The tap's offloads, when the local end is a tap opened with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<Offload>,
 }
 
 impl Status {
@@ -161,6 +243,23 @@ impl Status {
                 drops_suffix(&r.drops)
             ));
         }
+        if let Some(o) = &self.offload {
+            lines.push(format!(
+                "offloads: checksum {}, tso {}, gro {}; from tap {} super-frames into {} segments, {} checksums \
+                 completed{}; to tap {} frames, {} super-frames, {} joined, {} refused by the kernel",
+                o.checksum,
+                o.tso,
+                o.gro,
+                o.from_tap.super_frames,
+                o.from_tap.segments,
+                o.from_tap.checksums_completed,
+                drops_suffix(&o.from_tap.refused).replace("drops", "refused"),
+                o.to_tap.frames,
+                o.to_tap.super_frames,
+                o.to_tap.joined,
+                o.to_tap.rejected
+            ));
+        }
         let drops: Vec<String> = self.drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
         lines.push(format!("drops: {}", if drops.is_empty() { "none".to_owned() } else { drops.join(", ") }));
         lines
@@ -214,6 +313,27 @@ impl Status {
                 let _ = writeln!(out, "  drops:{}", drops_suffix(&r.drops).trim_start_matches(','));
             }
         }
+        if let Some(o) = &self.offload {
+            let on = |b: bool| if b { "on" } else { "off" };
+            let _ = writeln!(
+                out,
+                "\ntap offloads: checksum {}, segmentation {}, coalescing {}\n  from tap: {} super-frames cut into {} \
+                 segments, {} checksums completed, {} plain{}\n  to tap: {} frames, {} super-frames ({} frames \
+                 joined), {} refused by the kernel",
+                on(o.checksum),
+                on(o.tso),
+                on(o.gro),
+                o.from_tap.super_frames,
+                o.from_tap.segments,
+                o.from_tap.checksums_completed,
+                o.from_tap.plain,
+                drops_suffix(&o.from_tap.refused).replace("drops", "refused"),
+                o.to_tap.frames,
+                o.to_tap.super_frames,
+                o.to_tap.joined,
+                o.to_tap.rejected
+            );
+        }
         let drops: Vec<String> = self.drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(out, "\ndrops: {}", if drops.is_empty() { "none".to_owned() } else { drops.join(", ") });
         out
@@ -240,6 +360,12 @@ impl Status {
         family("port_macs", "gauge", "MAC addresses bound to a port now.");
         family("port_last_rx_seconds", "gauge", "Seconds since a remote last sent a frame or heartbeat.");
         family("port_drops_total", "counter", "Drops of what came in on a port, by reason.");
+        if self.offload.is_some() {
+            family("offload_on", "gauge", "1 when a tap offload is on.");
+            family("offload_from_tap_total", "counter", "What was read from an offloading tap, by kind.");
+            family("offload_refused_total", "counter", "Reads from the tap that could not be split, by reason.");
+            family("offload_to_tap_total", "counter", "What was written to an offloading tap, by kind.");
+        }
         // The samples, grouped after their families' headers.
         let mut samples = String::new();
         let mut sample = |name: &str, labels: &[(&str, &str)], value: f64| {
@@ -280,6 +406,29 @@ impl Status {
             let labels = [("port", r.address.as_str()), ("kind", r.kind.as_str())];
             sample("port_macs", &labels, r.macs as f64);
             sample("port_last_rx_seconds", &labels, r.last_rx_s);
+        }
+        if let Some(o) = &self.offload {
+            for (kind, on) in [("checksum", o.checksum), ("tso", o.tso), ("gro", o.gro)] {
+                sample("offload_on", &[("kind", kind)], f64::from(u8::from(on)));
+            }
+            let f = &o.from_tap;
+            for (kind, n) in [
+                ("plain", f.plain),
+                ("checksums_completed", f.checksums_completed),
+                ("super_frames", f.super_frames),
+                ("segments", f.segments),
+            ] {
+                sample("offload_from_tap_total", &[("kind", kind)], n as f64);
+            }
+            for (reason, n) in &f.refused {
+                sample("offload_refused_total", &[("reason", reason)], *n as f64);
+            }
+            let t = &o.to_tap;
+            for (kind, n) in
+                [("frames", t.frames), ("super_frames", t.super_frames), ("joined", t.joined), ("rejected", t.rejected)]
+            {
+                sample("offload_to_tap_total", &[("kind", kind)], n as f64);
+            }
         }
         // Prometheus wants each family's samples together, after its header.
         let mut grouped = String::new();
@@ -371,6 +520,7 @@ mod tests {
             macs: Macs { count: 2, capacity: 16384 },
             drops,
             sessions: 1,
+            offload: None,
         }
     }
 
@@ -445,5 +595,53 @@ mod tests {
         assert!(t.contains("\nremote: 192.0.2.2:1400\n  kind: uplink\n"), "{t}");
         assert!(t.contains("transfer: 400 B received, 300 B sent (4 / 3 frames)"), "{t}");
         assert!(t.ends_with("drops: bad-auth 2\n"), "{t}");
+    }
+
+    /// A status with a tap's offloads: the split's and the tap's counters.
+    fn with_offload() -> Status {
+        use crate::offload::{Break, CoalesceCounters, Plain, Refusal, SplitCounters, TapState};
+        let mut split = SplitCounters { plain: 5, completed: 6, super_frames: 7, segments: 300, ..Default::default() };
+        split.refused[Refusal::Ipv4Options as usize] = 1;
+        let mut coalesce = CoalesceCounters { frames: 400, super_frames: 9, joined: 390, ..Default::default() };
+        coalesce.plain[Plain::NotTcp as usize] = 1;
+        coalesce.breaks[Break::Sequence as usize] = 2;
+        let tap = TapState { checksum: true, tso: false, gro: true, coalesce, written: 9, rejected: 3 };
+        Status { offload: Some(Offload::new(&split, &tap)), ..sample() }
+    }
+
+    /// Without a tap with offloads there is no `offload` key at all; with
+    /// one, every counter appears under its documented name, zero reasons
+    /// left out, and it reads back the same.
+    #[test]
+    fn the_offload_object_is_there_only_with_offloads() {
+        assert!(!sample().to_json().contains("offload"));
+        let s = with_offload();
+        let json = s.to_json();
+        for key in [
+            "\"offload\":{\"checksum\":true,\"tso\":false,\"gro\":true",
+            "\"from_tap\":{\"plain\":5,\"checksums_completed\":6,\"super_frames\":7,\"segments\":300",
+            "\"refused\":{\"ipv4-options\":1}",
+            "\"to_tap\":{\"frames\":400,\"super_frames\":9,\"joined\":390,\"rejected\":3",
+            "\"plain\":{\"not-tcp\":1}",
+            "\"breaks\":{\"sequence-gap\":2}",
+        ] {
+            assert!(json.contains(key), "{key} missing from {json}");
+        }
+        assert_eq!(Status::from_json(&json).unwrap(), s);
+        let dump = s.dump_lines();
+        assert_eq!(dump.len(), 4);
+        assert!(
+            dump[2].starts_with("offloads: checksum true, tso false, gro true; from tap 7 super-frames"),
+            "{dump:?}"
+        );
+        assert!(dump[2].contains("refused ipv4-options 1"), "{dump:?}");
+        let table = s.table();
+        assert!(table.contains("tap offloads: checksum on, segmentation off, coalescing on"), "{table}");
+        let prom = s.prometheus();
+        assert!(prom.contains("rrqnet_offload_on{kind=\"tso\"} 0\n"), "{prom}");
+        assert!(prom.contains("rrqnet_offload_from_tap_total{kind=\"segments\"} 300\n"), "{prom}");
+        assert!(prom.contains("rrqnet_offload_refused_total{reason=\"ipv4-options\"} 1\n"), "{prom}");
+        assert!(prom.contains("rrqnet_offload_to_tap_total{kind=\"rejected\"} 3\n"), "{prom}");
+        assert!(!sample().prometheus().contains("offload"));
     }
 }

@@ -1,7 +1,8 @@
 //! The few system calls that std, mio, socket2 and libc's constants do not
-//! wrap: the pipe size of stdout, forced socket buffer sizes, batched
-//! UDP I/O (`recvmmsg`/`sendmmsg` with `UDP_SEGMENT` and `UDP_GRO`), and
-//! switching to another user (`--user`). This is
+//! wrap: the pipe size of stdout, forced socket buffer sizes, batched UDP
+//! I/O (`recvmmsg`/`sendmmsg` with `UDP_SEGMENT` and `UDP_GRO`), the tap
+//! ioctls for its offloads (`IFF_VNET_HDR`, `TUNSETVNETHDRSZ`,
+//! `TUNSETOFFLOAD`), and switching to another user (`--user`). This is
 //! the one module allowed unsafe code; each block says why it is sound.
 //! Addresses are converted by socket2; signals come through
 //! signal-hook-mio, not from here.
@@ -82,6 +83,100 @@ pub fn set_buffer_force(sock: &impl AsRawFd, option: libc::c_int, bytes: usize) 
     }
 }
 
+/// The interface request of the tun ioctls (`struct ifreq` with the
+/// `ifr_flags` member of its union), 40 bytes as the kernel copies it.
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Opens `/dev/net/tun` and attaches it to the tap `name` (creating it if
+/// it does not exist) as `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`: every read
+/// and write starts with a virtio-net header. The `tun-tap` crate sets its
+/// flags in its own `TUNSETIFF` and the kernel takes them once per
+/// descriptor (a second `TUNSETIFF` is `EEXIST`), so this open is ours.
+/// Returns the descriptor, blocking, and the interface's name.
+pub fn open_tap_vnet(name: &str) -> io::Result<(std::fs::File, String)> {
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    req.flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one struct ifreq; `req` is a live
+    // local of that size and layout (name, then the flags at offset 16).
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReqFlags) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let end = req.name.iter().position(|&b| b == 0).unwrap_or(req.name.len());
+    Ok((file, String::from_utf8_lossy(&req.name[..end]).into_owned()))
+}
+
+/// Tells the tap how long its virtio-net header is (`TUNSETVNETHDRSZ`).
+pub fn set_tap_vnet_hdr_size(fd: &impl AsRawFd, size: usize) -> io::Result<()> {
+    let size = libc::c_int::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, a live local.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size as *const libc::c_int) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Checksum offload: the tap may hand us partial checksums.
+pub const TUN_F_CSUM: libc::c_uint = libc::TUN_F_CSUM;
+/// TCP segmentation offload over IPv4.
+pub const TUN_F_TSO4: libc::c_uint = libc::TUN_F_TSO4;
+/// TCP segmentation offload over IPv6.
+pub const TUN_F_TSO6: libc::c_uint = libc::TUN_F_TSO6;
+
+/// Says which offloads we do for the tap (`TUNSETOFFLOAD`): what the kernel
+/// may leave undone in what it hands us, and so what it may hand us; 0
+/// switches them all off again.
+pub fn set_tap_offload(fd: &impl AsRawFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long)
+    // and touches no memory of ours.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Makes `fd` non-blocking.
+pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL and F_SETFL take and return ints; no memory is touched.
+    let r = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Takes the descriptor of a tap the `tun-tap` crate opened, as a file.
+pub fn file_of_iface(iface: tun_tap::Iface) -> std::fs::File {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = iface.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave up the crate's ownership of this open
+    // descriptor; the File is now its only owner.
+    unsafe { std::fs::File::from_raw_fd(fd) }
+}
+
 /// Reusable headers for `recvmmsg`/`sendmmsg`: allocated once, pointed at
 /// the caller's buffers on every call, so a batch costs no allocation.
 pub struct Mmsg {
@@ -104,6 +199,8 @@ pub struct Mmsg {
 const GSO_MAX_SEGMENTS: usize = 64;
 /// Most bytes in one segmented send.
 const GSO_MAX_BYTES: usize = 65000;
+/// Most datagrams in one `sendmmsg` over all its headers.
+const MAX_IOVS: usize = 4096;
 
 // SAFETY: the raw pointers inside are only ever set from, and used during,
 // a call that borrows the buffers they point to; between calls they dangle
@@ -125,7 +222,12 @@ impl Mmsg {
         let unspecified = SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0)));
         Mmsg {
             hdrs: vec![zero_hdr; n],
-            iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; n],
+            // Room for full segmented runs: a tap's super-frame alone makes
+            // dozens of datagrams to one peer.
+            iovs: vec![
+                libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+                (n * GSO_MAX_SEGMENTS).min(MAX_IOVS)
+            ],
             sources: (0..n).map(|_| SockAddrStorage::zeroed()).collect(),
             dests: vec![unspecified; n],
             cmsgs: vec![[0u64; 4]; n],

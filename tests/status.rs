@@ -82,7 +82,9 @@ fn counters_match_what_crossed(keyed: bool) {
     let (a_out, b_out) = (60 + 10 * 200, 1514);
 
     // Strangers: an undeclared source, and a source inside the mask that
-    // is a forger (keyed) or claims a's host's address (plain: a sticky drop).
+    // is a forger (keyed) or floods from a's host's address (plain: a sticky
+    // drop; a unicast for b's host would be delivered from any port since
+    // issue 14).
     let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
     stranger.send_to(&frame(BCAST, mac(9), 60, 9), ("127.0.0.1", pb)).unwrap();
     let inside = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -95,7 +97,7 @@ fn counters_match_what_crossed(keyed: bool) {
         forged.extend_from_slice(&[0x55; 60 + TAG_LEN]);
         inside.send_to(&forged, ("127.0.0.1", pb)).unwrap();
     } else {
-        inside.send_to(&frame(mac(2), mac(1), 80, 7), ("127.0.0.1", pb)).unwrap();
+        inside.send_to(&frame(BCAST, mac(1), 80, 7), ("127.0.0.1", pb)).unwrap();
     }
     let provoked = if keyed { "bad-auth" } else { "sticky-elsewhere" };
     assert!(

@@ -2,7 +2,8 @@
 //!
 //! [`RxPool`] holds `-B` receive slots. Each slot has [`HEADROOM`] bytes
 //! before the payload and [`TAILROOM`] after it, so the payload area of any
-//! slot can take the largest datagram, and a keyed datagram opened in place
+//! slot can take the largest datagram or a tap's largest super-frame with
+//! its virtio-net header ([`MAX_READ`]), and a keyed datagram opened in place
 //! leaves its frame inside the slot. One `recvmmsg` fills many slots; channels
 //! that read one payload per system call (the tap, stdio, the group) fill
 //! them one by one with [`RxPool::fill_each`]. The shell serves one channel
@@ -14,12 +15,18 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use super::{Rx, MAX_PAYLOAD};
+use crate::offload::MAX_SUPER_FRAME;
 use crate::sys::{Mmsg, RecvMeta};
 
 pub use crate::plan::{HEADROOM, TAILROOM};
 
+/// The most one read may put in a slot: a whole datagram, or what a tap
+/// with offloads hands over at once (a virtio-net header and a 64 KiB
+/// super-frame).
+pub const MAX_READ: usize = if MAX_SUPER_FRAME > MAX_PAYLOAD { MAX_SUPER_FRAME } else { MAX_PAYLOAD };
+
 /// One receive slot.
-pub const SLOT: usize = HEADROOM + MAX_PAYLOAD + TAILROOM;
+pub const SLOT: usize = HEADROOM + MAX_READ + TAILROOM;
 
 /// What one read of a single-payload channel gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,13 +98,24 @@ impl RxPool {
     /// area of [`MAX_PAYLOAD`] bytes, until it reports nothing more or every
     /// slot is full. A payload longer than the area was cut and is marked
     /// so ([`RecvMeta::len`] is `usize::MAX`).
-    pub fn fill_each(&mut self, mut read: impl FnMut(&mut [u8]) -> io::Result<ReadOne>) -> io::Result<Rx> {
+    pub fn fill_each(&mut self, read: impl FnMut(&mut [u8]) -> io::Result<ReadOne>) -> io::Result<Rx> {
+        self.fill_each_with(MAX_PAYLOAD, read)
+    }
+
+    /// As [`RxPool::fill_each`], with a payload area of `area` bytes (at
+    /// most [`MAX_READ`]): a tap with offloads reads super-frames.
+    pub fn fill_each_with(
+        &mut self,
+        area: usize,
+        mut read: impl FnMut(&mut [u8]) -> io::Result<ReadOne>,
+    ) -> io::Result<Rx> {
+        let area = area.min(MAX_READ);
         let mut count = 0;
         while count < self.meta.len() {
-            let area = &mut self.store[count * SLOT + HEADROOM..count * SLOT + HEADROOM + MAX_PAYLOAD];
-            match read(area)? {
+            let buf = &mut self.store[count * SLOT + HEADROOM..count * SLOT + HEADROOM + area];
+            match read(buf)? {
                 ReadOne::Got { len, from } => {
-                    let len = if len > MAX_PAYLOAD { usize::MAX } else { len };
+                    let len = if len > area { usize::MAX } else { len };
                     self.meta[count] = RecvMeta { len, from, segment: 0 };
                     count += 1;
                 }

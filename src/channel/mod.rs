@@ -71,4 +71,15 @@ pub trait Channel {
     fn has_backlog(&self) -> bool {
         false
     }
+
+    /// Which offloads are on and what they did, for a tap opened with
+    /// them; `None` for every other channel.
+    fn offload(&self) -> Option<crate::offload::TapState> {
+        None
+    }
+
+    /// The node could not use something this channel handed it under its
+    /// offloads (a super-frame it cannot split): scale them back so the
+    /// kernel does that work itself from now on.
+    fn offload_refused(&mut self) {}
 }

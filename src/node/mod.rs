@@ -38,6 +38,7 @@
 
 pub mod decl;
 pub mod guard;
+mod offload;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -220,6 +221,8 @@ pub struct Node {
     started: Instant,
     /// Admission and storm control (issue 13).
     guard: Guard,
+    /// Splits what a tap with offloads reads ([`offload`]).
+    tap: Option<offload::TapSplit>,
 }
 
 impl fmt::Debug for Node {
@@ -307,6 +310,7 @@ impl Node {
             },
             started: now.mono,
             guard,
+            tap: None,
         })
     }
 
@@ -369,7 +373,11 @@ impl Node {
             self.handle_group(now, from, buf, range);
         } else if Some(chan) == self.roles.local {
             if let Some(port) = self.local_port {
-                self.forward(now, port, &buf[range]);
+                if self.tap.is_some() {
+                    self.forward_from_tap(now, port, &mut buf[range]);
+                } else {
+                    self.forward(now, port, &buf[range]);
+                }
             }
         }
         self.log_events(now);
@@ -493,6 +501,7 @@ impl Node {
             macs: Macs { count: self.switch.mac_count() as u64, capacity: self.switch.mac_capacity() as u64 },
             drops: drops_of(&s.drops, true),
             sessions: self.keys.iter().map(|k| k.transport.opener().session_count() as u64).sum(),
+            offload: None,
         }
     }
 

@@ -31,3 +31,21 @@ pub use coalesce::{
 };
 pub use split::{complete_checksum, from_tap, FromTap, Refusal, Segmenter, SplitCounters, Splitter, TooSmall};
 pub use vnet::{Gso, VnetError, VnetHdr, VnetHdrSize};
+
+/// What a tap channel with offloads reports: which offloads are on now,
+/// and what its writes towards the tap did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TapState {
+    /// The kernel may hand us partial checksums (`TUN_F_CSUM`).
+    pub checksum: bool,
+    /// The kernel may hand us TCP super-frames (`TUN_F_TSO4 | TUN_F_TSO6`).
+    pub tso: bool,
+    /// We join TCP segments into super-frames for the tap.
+    pub gro: bool,
+    /// What the coalescer did.
+    pub coalesce: CoalesceCounters,
+    /// Super-frames written whole.
+    pub written: u64,
+    /// Super-frames the kernel refused (`EINVAL`), written frame by frame.
+    pub rejected: u64,
+}

@@ -345,6 +345,12 @@ impl<'a> Segmenter<'a> {
         })
     }
 
+    /// The whole super-frame: every segment repeats its headers, so this
+    /// is what the switch decides on, once for all of them.
+    pub fn super_frame(&self) -> &'a [u8] {
+        self.frame
+    }
+
     /// How many segments the super-frame makes (at least one).
     pub fn segments(&self) -> usize {
         self.count

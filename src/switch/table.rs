@@ -1,6 +1,20 @@
 //! The MAC forwarding table: a bounded, expiring map from source address to
-//! the port it was last seen on, with the sticky hold that stops broadcast
-//! cycles.
+//! where it is, with the sticky hold that stops broadcast cycles.
+//!
+//! Each address has two bindings, for the two things a learning switch
+//! without spanning tree asks of it (the rules and why they are loop-safe
+//! are in the README's "How it switches" and at `Switch::handle_frame`):
+//!
+//! - the *flood port*: floods (broadcast, multicast, unknown unicast) from
+//!   the address are accepted only on it while the manual's sticky hold runs
+//!   (6 s after a broadcast, 20 s after a unicast), which is what keeps one
+//!   broadcast from going round a mesh; [`MacTable::learn`];
+//! - the *port*: where frames to the address go, and the one port a unicast
+//!   from it may be relayed from. A unicast relayed from another port moves
+//!   it there unless the port relayed a unicast from the address less than
+//!   [`super::timing::SETTLE`] ago ([`MacTable::learn_relayed`]); a unicast
+//!   for the local end is delivered whatever port it came by, and moves the
+//!   port only once the hold has run out ([`MacTable::learn_delivered`]).
 //!
 //! Lookups answer with an enum rather than an error, and the table never
 //! evicts a live entry to make room: when it is full, new addresses are simply
@@ -53,18 +67,70 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::timing::{SETTLE, STICKY_UNICAST};
 use super::PortId;
 use crate::mac::MacAddr;
 
 /// One learned address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Binding {
-    /// Where the address was last seen as a source.
+    /// Where frames to the address go: the port it was last accepted from.
     pub port: PortId,
-    /// Until then, frames from this address on any other port are dropped.
+    /// The port floods from the address are accepted on while
+    /// `sticky_until` runs.
+    pub flood_port: PortId,
+    /// Until then, floods from this address on any other port than
+    /// `flood_port` are dropped, and `port` moves for nothing but a relayed
+    /// unicast.
     pub sticky_until: Instant,
+    /// Until then `port` keeps the address against unicast from it by
+    /// other ports (which goes on across, nothing learned): [`SETTLE`] after
+    /// the last unicast from it that `port` relayed.
+    pub settled_until: Instant,
     /// When the address was last seen as a source.
     pub last_seen: Instant,
+    /// A digest of the last frame from the address delivered to the local
+    /// end, the port it came by and when: a copy of it by another port
+    /// within [`SETTLE`] is a copy (of a unicast flooded on its way).
+    delivered: u64,
+    delivered_port: PortId,
+    delivered_at: Instant,
+}
+
+impl Binding {
+    fn new(port: PortId, now: Instant, hold: Duration) -> Binding {
+        Binding {
+            port,
+            flood_port: port,
+            sticky_until: now + hold,
+            settled_until: now,
+            last_seen: now,
+            delivered: 0,
+            delivered_port: port,
+            delivered_at: now,
+        }
+    }
+
+    /// Whether a frame for the local end with `digest` by `port` is a copy
+    /// of the one delivered last; remembers it if not.
+    fn copy(&mut self, port: PortId, digest: u64, now: Instant) -> bool {
+        if digest == self.delivered && port != self.delivered_port && now < self.delivered_at + SETTLE {
+            return true;
+        }
+        (self.delivered, self.delivered_port, self.delivered_at) = (digest, port, now);
+        false
+    }
+
+    /// A frame by `port` refreshes the hold there, or takes the flood port
+    /// once the hold has run out.
+    fn hold(&mut self, port: PortId, now: Instant, hold: Duration) {
+        if port == self.flood_port {
+            self.sticky_until = self.sticky_until.max(now + hold);
+        } else if now >= self.sticky_until {
+            self.flood_port = port;
+            self.sticky_until = now + hold;
+        }
+    }
 }
 
 /// The answer to "where is this address?".
@@ -87,6 +153,13 @@ pub enum Learn {
     Moved(PortId),
     /// The address is held by another port: the frame must be dropped.
     HeldElsewhere(PortId),
+    /// A unicast from a port the address is not bound to, while the bound
+    /// port is relaying unicast from it: the frame goes on (to the local
+    /// end, or relayed once), and nothing is learned.
+    Across,
+    /// A frame for the local end that is a copy, by another port, of the
+    /// one delivered just before: the frame must be dropped.
+    Copy,
     /// The table is full: not learned, but held; the frame goes on.
     Full,
     /// The table is full and the address could not be held either: the
@@ -167,9 +240,15 @@ impl MacTable {
     }
 
     fn own(&mut self, port: PortId) {
+        Self::own_in(&mut self.owned, port);
+    }
+
+    fn own_in(owned: &mut Vec<u32>, port: PortId) {
         let i = port.0 as usize;
-        self.reserve_ports(i + 1);
-        self.owned[i] += 1;
+        if owned.len() <= i {
+            owned.resize(i + 1, 0);
+        }
+        owned[i] += 1;
     }
 
     fn disown(owned: &mut [u32], port: PortId) {
@@ -207,8 +286,10 @@ impl MacTable {
         }
     }
 
-    /// Records `mac` as seen on `port` at `now`, holding it there for `hold`,
-    /// with no limit on the entries a port may own.
+    /// Records `mac` as the source of a flood (broadcast, multicast or
+    /// unknown unicast) that came in on `port` at `now`, holding it there
+    /// for `hold` against floods on other ports, with no limit on the
+    /// entries a port may own.
     pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Instant, hold: Duration) -> Learn {
         self.learn_within(mac, port, now, hold, usize::MAX)
     }
@@ -217,27 +298,128 @@ impl MacTable {
     /// a new address on a port that owns `limit` already, or one that would
     /// move to it, is [`Learn::PortFull`].
     pub fn learn_within(&mut self, mac: MacAddr, port: PortId, now: Instant, hold: Duration, limit: usize) -> Learn {
-        let until = now + hold;
         let full = self.map.len() >= self.capacity;
         let at_limit = self.owned(port) >= limit;
         let Some(b) = self.map.get_mut(&mac) else {
-            return self.learn_new(mac, port, now, until, full, at_limit);
+            return self.learn_new(mac, port, now, hold, full, at_limit);
         };
-        if b.port == port {
-            b.sticky_until = b.sticky_until.max(until);
-            b.last_seen = now;
+        if port != b.flood_port && now < b.sticky_until {
+            return Learn::HeldElsewhere(b.flood_port);
+        }
+        let moves = port != b.port && now >= b.settled_until;
+        if moves && at_limit {
+            // Over the port's share: neither learned nor held here.
+            return Learn::PortFull;
+        }
+        b.hold(port, now, hold);
+        b.last_seen = now;
+        if !moves {
+            // The flood goes on; where unicast to the address goes stays
+            // where unicast from it is still being relayed.
             Learn::Refreshed
-        } else if now < b.sticky_until {
-            Learn::HeldElsewhere(b.port)
-        } else if at_limit {
-            Learn::PortFull
         } else {
             let old = b.port;
-            *b = Binding { port, sticky_until: until, last_seen: now };
+            b.port = port;
             Self::disown(&mut self.owned, old);
-            self.own(port);
+            Self::own_in(&mut self.owned, port);
             Learn::Moved(old)
         }
+    }
+
+    /// Records `mac` as the source of a unicast that came in on `port` at
+    /// `now` and is to be relayed to a remote. A binding on another port
+    /// moves here unless that port relayed a unicast from `mac` less than
+    /// [`SETTLE`] ago: then the frame goes on and nothing is learned
+    /// ([`Learn::Across`]). A binding on a local end (`is_local`) moves only
+    /// once its hold has run out; until then the frame is a reflection.
+    pub fn learn_relayed(
+        &mut self,
+        mac: MacAddr,
+        port: PortId,
+        now: Instant,
+        limit: usize,
+        is_local: impl Fn(PortId) -> bool,
+    ) -> Learn {
+        let full = self.map.len() >= self.capacity;
+        let at_limit = self.owned(port) >= limit;
+        let Some(b) = self.map.get_mut(&mac) else {
+            let l = self.learn_new(mac, port, now, STICKY_UNICAST, full, at_limit);
+            if let Some(b) = self.map.get_mut(&mac) {
+                b.settled_until = now + SETTLE;
+            }
+            return l;
+        };
+        let answer = if port == b.port {
+            Learn::Refreshed
+        } else if is_local(b.port) && now < b.sticky_until {
+            return Learn::HeldElsewhere(b.port);
+        } else if now < b.settled_until {
+            return Learn::Across;
+        } else if at_limit {
+            return Learn::PortFull;
+        } else {
+            let old = b.port;
+            b.port = port;
+            Self::disown(&mut self.owned, old);
+            Self::own_in(&mut self.owned, port);
+            Learn::Moved(old)
+        };
+        b.hold(port, now, STICKY_UNICAST);
+        b.settled_until = now + SETTLE;
+        b.last_seen = now;
+        answer
+    }
+
+    /// Records `mac` as the source of a unicast that came in on `port` at
+    /// `now` for the local end, whose digest is `digest`. It is delivered by
+    /// any port ([`Learn::Across`]) but as a copy of the frame from `mac`
+    /// delivered just before by another port ([`Learn::Copy`]), and moves
+    /// the binding here unless the
+    /// bound port relayed a unicast from `mac` less than [`SETTLE`] ago, or
+    /// is a local end whose hold still runs; delivery ends here, so it does
+    /// not settle the binding itself.
+    #[allow(clippy::too_many_arguments)]
+    pub fn learn_delivered(
+        &mut self,
+        mac: MacAddr,
+        port: PortId,
+        now: Instant,
+        digest: u64,
+        limit: usize,
+        is_local: impl Fn(PortId) -> bool,
+    ) -> Learn {
+        let full = self.map.len() >= self.capacity;
+        let at_limit = self.owned(port) >= limit;
+        let Some(b) = self.map.get_mut(&mac) else {
+            let l = self.learn_new(mac, port, now, STICKY_UNICAST, full, at_limit);
+            if let Some(b) = self.map.get_mut(&mac) {
+                b.copy(port, digest, now);
+            }
+            return l;
+        };
+        if b.copy(port, digest, now) {
+            return Learn::Copy;
+        }
+        let answer = if port == b.port {
+            Learn::Refreshed
+        } else if is_local(b.port) && now < b.sticky_until {
+            // The address lives at the local end: this is a reflection or a
+            // forgery, not news.
+            return Learn::HeldElsewhere(b.port);
+        } else if !is_local(b.port) && now < b.settled_until {
+            return Learn::Across;
+        } else if at_limit {
+            return Learn::PortFull;
+        } else {
+            let old = b.port;
+            b.port = port;
+            Self::disown(&mut self.owned, old);
+            Self::own_in(&mut self.owned, port);
+            Learn::Moved(old)
+        };
+        b.hold(port, now, STICKY_UNICAST);
+        b.last_seen = now;
+        answer
     }
 
     /// Learns an address not in the table, or only holds it if the table is
@@ -248,10 +430,11 @@ impl MacTable {
         mac: MacAddr,
         port: PortId,
         now: Instant,
-        until: Instant,
+        hold: Duration,
         full: bool,
         at_limit: bool,
     ) -> Learn {
+        let until = now + hold;
         let slot = &mut self.holds[hold_slot(&mac)];
         let live = slot.filter(|h| now < h.until);
         if let Some(h) = live.filter(|h| h.mac == mac && h.port != port) {
@@ -264,7 +447,7 @@ impl MacTable {
             if live.is_some_and(|h| h.mac == mac) {
                 *slot = None;
             }
-            self.map.insert(mac, Binding { port, sticky_until: until, last_seen: now });
+            self.map.insert(mac, Binding::new(port, now, hold));
             self.own(port);
             return Learn::New;
         }
@@ -284,6 +467,11 @@ impl MacTable {
     /// Forgets everything bound to or held on `port`.
     pub fn forget_port(&mut self, port: PortId) {
         self.map.retain(|_, b| b.port != port);
+        for b in self.map.values_mut() {
+            if b.flood_port == port {
+                b.flood_port = b.port;
+            }
+        }
         if let Some(n) = self.owned.get_mut(port.0 as usize) {
             *n = 0;
         }
@@ -319,6 +507,32 @@ mod tests {
     }
 
     const SIX: Duration = Duration::from_secs(6);
+
+    /// Unicast moves (relayed or delivered) keep the ports' counts, and a
+    /// port over its share takes no address by them either.
+    #[test]
+    fn unicast_moves_keep_the_counts_and_the_shares() {
+        let t0 = Instant::now();
+        let (p, q, r) = (PortId(1), PortId(2), PortId(3));
+        let remote = |_: PortId| false;
+        let mut t = MacTable::new(100);
+        assert_eq!(t.learn_within(mac(1), p, t0, SIX, 10), Learn::New);
+        // Past the flood hold, a relayed unicast moves the address.
+        let later = t0 + SIX + Duration::from_secs(1);
+        assert_eq!(t.learn_relayed(mac(1), q, later, 10, remote), Learn::Moved(p));
+        assert_eq!((t.owned(p), t.owned(q)), (0, 1));
+        // Port r owns its whole share (one): nothing moves to it.
+        assert_eq!(t.learn_within(mac(2), r, later, SIX, 1), Learn::New);
+        let settled = later + SETTLE + Duration::from_millis(1);
+        assert_eq!(t.learn_delivered(mac(1), r, settled, 7, 1, remote), Learn::PortFull);
+        assert_eq!(t.learn_relayed(mac(1), r, settled, 1, remote), Learn::PortFull);
+        assert_eq!((t.owned(q), t.owned(r)), (1, 1));
+        // With room, a delivered unicast moves it.
+        assert_eq!(t.learn_delivered(mac(1), r, settled, 8, 2, remote), Learn::Moved(q));
+        assert_eq!((t.owned(q), t.owned(r)), (0, 2));
+        t.forget_port(r);
+        assert_eq!((t.owned(r), t.len()), (0, 0));
+    }
 
     #[test]
     fn a_port_owns_at_most_its_share_and_others_still_learn() {

@@ -201,13 +201,30 @@ print(len(data), hashlib.sha256(data).hexdigest())
 /// `to_addr:port` in `to` and checks the byte count and SHA-256 on both
 /// ends. Returns the seconds taken.
 pub fn tcp_transfer(from: &Netns, to: &Netns, to_addr: &str, port: u16, bytes: usize, ds: &[&Logged]) -> f64 {
+    tcp_transfer_with(from, to, to_addr, port, bytes, TCP_SERVER, TCP_CLIENT, ds)
+}
+
+/// [`tcp_transfer`] with other scripts, taking the same arguments and
+/// printing the same lines as [`TCP_SERVER`] and [`TCP_CLIENT`].
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_transfer_with(
+    from: &Netns,
+    to: &Netns,
+    to_addr: &str,
+    port: u16,
+    bytes: usize,
+    server: &str,
+    client: &str,
+    ds: &[&Logged],
+) -> f64 {
+    let script = server;
     let mut server = to.cmd("python3");
-    server.args(["-c", TCP_SERVER, to_addr, &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::piped());
+    server.args(["-c", script, to_addr, &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::piped());
     let mut server = Proc::spawn("tcp server", &mut server);
     let t0 = Instant::now();
     let client = from
         .cmd("python3")
-        .args(["-c", TCP_CLIENT, to_addr, &port.to_string(), &bytes.to_string()])
+        .args(["-c", client, to_addr, &port.to_string(), &bytes.to_string()])
         .stdin(Stdio::null())
         .output()
         .expect("python3 client");
