@@ -243,6 +243,16 @@ impl MacTable {
         Self::own_in(&mut self.owned, port);
     }
 
+    /// Moves binding `b` to `port`, keeping the ports' counts; returns the
+    /// port it left.
+    fn rebind(owned: &mut Vec<u32>, b: &mut Binding, port: PortId) -> PortId {
+        let old = b.port;
+        b.port = port;
+        Self::disown(owned, old);
+        Self::own_in(owned, port);
+        old
+    }
+
     fn own_in(owned: &mut Vec<u32>, port: PortId) {
         let i = port.0 as usize;
         if owned.len() <= i {
@@ -318,11 +328,7 @@ impl MacTable {
             // where unicast from it is still being relayed.
             Learn::Refreshed
         } else {
-            let old = b.port;
-            b.port = port;
-            Self::disown(&mut self.owned, old);
-            Self::own_in(&mut self.owned, port);
-            Learn::Moved(old)
+            Learn::Moved(Self::rebind(&mut self.owned, b, port))
         }
     }
 
@@ -358,11 +364,7 @@ impl MacTable {
         } else if at_limit {
             return Learn::PortFull;
         } else {
-            let old = b.port;
-            b.port = port;
-            Self::disown(&mut self.owned, old);
-            Self::own_in(&mut self.owned, port);
-            Learn::Moved(old)
+            Learn::Moved(Self::rebind(&mut self.owned, b, port))
         };
         b.hold(port, now, STICKY_UNICAST);
         b.settled_until = now + SETTLE;
@@ -411,11 +413,7 @@ impl MacTable {
         } else if at_limit {
             return Learn::PortFull;
         } else {
-            let old = b.port;
-            b.port = port;
-            Self::disown(&mut self.owned, old);
-            Self::own_in(&mut self.owned, port);
-            Learn::Moved(old)
+            Learn::Moved(Self::rebind(&mut self.owned, b, port))
         };
         b.hold(port, now, STICKY_UNICAST);
         b.last_seen = now;
