@@ -17,8 +17,8 @@
 //! crate still opens the tap the plain way (one frame per read and write, no
 //! header) when the kernel refuses `IFF_VNET_HDR`. Offloads are scaled back
 //! at run time, never silently: when the node could not split what the tap
-//! handed it ([`Channel::offload_refused`]) TCP segmentation goes off, and
-//! then checksum offload; when the kernel refuses our super-frames
+//! handed it ([`Channel::offload_refused`]) TCP segmentation goes off for a
+//! super-frame, checksum offload too for an ordinary frame; when the kernel refuses our super-frames
 //! (`EINVAL`) their frames are written one by one, and after a few such
 //! refusals we stop joining. At exit the offloads are switched off again,
 //! so the next user of a persistent tap (vde_plug, say) gets ordinary frames.
@@ -43,7 +43,7 @@ use tun_tap::{Iface, Mode};
 
 use super::batch::{ReadOne, RxPool, MAX_READ};
 use super::{Channel, Datagram, Rx, SendReport, MAX_PAYLOAD};
-use crate::offload::{Coalescer, Output, TapState, VnetHdrSize, MAX_SUPER_FRAME};
+use crate::offload::{Coalescer, Output, TapState, Trouble, VnetHdrSize, MAX_SUPER_FRAME};
 use crate::sys::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
 
 /// The virtio-net header we ask for: the basic 10 bytes.
@@ -59,6 +59,9 @@ pub struct TapChannel {
     file: File,
     label: String,
     warned_oversize: bool,
+    /// The last read found the queue empty: the next frame is handed over
+    /// alone, to go out at once.
+    after_empty: bool,
     /// Present when the tap was opened with `IFF_VNET_HDR`.
     offload: Option<Offload>,
 }
@@ -112,7 +115,7 @@ impl TapChannel {
             Err(e) => return Err(e),
         };
         crate::sys::set_nonblocking(&file)?;
-        Ok(TapChannel { file, label: format!("tap {name}"), warned_oversize: false, offload })
+        Ok(TapChannel { file, label: format!("tap {name}"), warned_oversize: false, after_empty: true, offload })
     }
 
     /// The virtio-net header every read and write carries, if the tap was
@@ -330,10 +333,34 @@ impl Channel for TapChannel {
         registry.register(&mut SourceFd(&self.file.as_raw_fd()), token, Interest::READABLE)
     }
 
-    /// One `read` per frame (or super-frame), up to a batch.
+    /// One `read` per frame (or super-frame), up to a batch. The first
+    /// frame after the queue was found empty is handed over alone, marked
+    /// "may have more": the loop sends it at once and comes back for the
+    /// rest, so a lone frame never waits for the read that finds the queue
+    /// empty again (that read comes after it is sent).
     fn recv_batch(&mut self, pool: &mut RxPool) -> io::Result<Rx> {
         let area = if self.offload.is_some() { MAX_READ } else { MAX_PAYLOAD };
-        pool.fill_each_with(area, |buf| self.read_one(buf))
+        let alone = self.after_empty;
+        let mut read = 0;
+        let rx = pool.fill_each_with(area, |buf| {
+            if alone && read == 1 {
+                return Ok(ReadOne::Empty);
+            }
+            let r = self.read_one(buf)?;
+            read += usize::from(matches!(r, ReadOne::Got { .. }));
+            Ok(r)
+        })?;
+        Ok(match rx {
+            Rx::Batch { count: 1, drained: true } if alone && read == 1 => {
+                self.after_empty = false;
+                Rx::Batch { count: 1, drained: false }
+            }
+            Rx::Batch { count, drained } => {
+                self.after_empty = drained;
+                Rx::Batch { count, drained }
+            }
+            Rx::Closed => Rx::Closed,
+        })
     }
 
     /// One `write` per frame, or per super-frame.
@@ -357,15 +384,17 @@ impl Channel for TapChannel {
         self.offload.as_ref().map(|o| TapState { coalesce: o.coalescer.counters.clone(), ..o.state.clone() })
     }
 
-    /// TCP segmentation goes off first (the kernel then cuts super-frames
-    /// itself); if what it hands us still cannot be used, checksum offload
-    /// goes too, and the tap gives ordinary, complete frames.
-    fn offload_refused(&mut self) {
+    /// A super-frame that could not be cut switches TCP segmentation off
+    /// (the kernel then cuts super-frames itself); one that arrives after
+    /// that was queued before and changes nothing more. An ordinary frame
+    /// that could not be used switches checksum offload off too, and the
+    /// tap gives ordinary, complete frames.
+    fn offload_refused(&mut self, trouble: Trouble) {
         let Some(o) = self.offload.as_mut() else { return };
-        let (flags, what) = if o.state.tso {
+        let (flags, what) = if trouble.frame && (o.state.checksum || o.state.tso) {
+            (0, "checksum and TCP segmentation offload")
+        } else if trouble.super_frame && o.state.tso {
             (TUN_F_CSUM, "TCP segmentation offload")
-        } else if o.state.checksum {
-            (0, "checksum offload")
         } else {
             return;
         };
