@@ -440,26 +440,10 @@ impl Daemon {
     /// Reads one batch from channel `id`, hands it to the node, and sends
     /// what the node planned.
     fn serve(&mut self, id: usize, now: Now) -> Result<(), Stop> {
-        // A channel that stopped short of a full batch without saying it is
-        // drained (a tap handing over the first frame after an empty queue
-        // on its own, so that it goes out at once) is read again in this
-        // turn; a full batch waits for the next turn, so no channel starves
-        // another.
-        loop {
-            let (count, drained) = self.serve_once(id, now)?;
-            if drained || count == 0 || count >= self.pool.slots() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// One batch of [`Daemon::serve`]: its count, and whether the channel
-    /// said it had nothing more.
-    fn serve_once(&mut self, id: usize, now: Now) -> Result<(usize, bool), Stop> {
-        let (count, drained) = match self.chans[id].recv_batch(&mut self.pool) {
+        let count = match self.chans[id].recv_batch(&mut self.pool) {
             Ok(Rx::Batch { count, drained }) => {
                 self.ready[id] = !drained;
-                (count, drained)
+                count
             }
             Ok(Rx::Closed) => {
                 self.flush(now)?;
@@ -484,7 +468,7 @@ impl Daemon {
         if trouble.any() {
             self.chans[id].offload_refused(trouble);
         }
-        self.flush(now).map(|()| (count, drained))
+        self.flush(now)
     }
 
     /// Hands the node's plan to the channels.

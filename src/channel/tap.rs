@@ -59,9 +59,6 @@ pub struct TapChannel {
     file: File,
     label: String,
     warned_oversize: bool,
-    /// The last read found the queue empty: the next frame is handed over
-    /// alone, to go out at once.
-    after_empty: bool,
     /// Present when the tap was opened with `IFF_VNET_HDR`.
     offload: Option<Offload>,
 }
@@ -115,7 +112,7 @@ impl TapChannel {
             Err(e) => return Err(e),
         };
         crate::sys::set_nonblocking(&file)?;
-        Ok(TapChannel { file, label: format!("tap {name}"), warned_oversize: false, after_empty: true, offload })
+        Ok(TapChannel { file, label: format!("tap {name}"), warned_oversize: false, offload })
     }
 
     /// The virtio-net header every read and write carries, if the tap was
@@ -333,34 +330,10 @@ impl Channel for TapChannel {
         registry.register(&mut SourceFd(&self.file.as_raw_fd()), token, Interest::READABLE)
     }
 
-    /// One `read` per frame (or super-frame), up to a batch. The first
-    /// frame after the queue was found empty is handed over alone, marked
-    /// "may have more": the loop sends it at once and comes back for the
-    /// rest, so a lone frame never waits for the read that finds the queue
-    /// empty again (that read comes after it is sent).
+    /// One `read` per frame (or super-frame), up to a batch.
     fn recv_batch(&mut self, pool: &mut RxPool) -> io::Result<Rx> {
         let area = if self.offload.is_some() { MAX_READ } else { MAX_PAYLOAD };
-        let alone = self.after_empty;
-        let mut read = 0;
-        let rx = pool.fill_each_with(area, |buf| {
-            if alone && read == 1 {
-                return Ok(ReadOne::Empty);
-            }
-            let r = self.read_one(buf)?;
-            read += usize::from(matches!(r, ReadOne::Got { .. }));
-            Ok(r)
-        })?;
-        Ok(match rx {
-            Rx::Batch { count: 1, drained: true } if alone && read == 1 => {
-                self.after_empty = false;
-                Rx::Batch { count: 1, drained: false }
-            }
-            Rx::Batch { count, drained } => {
-                self.after_empty = drained;
-                Rx::Batch { count, drained }
-            }
-            Rx::Closed => Rx::Closed,
-        })
+        pool.fill_each_with(area, |buf| self.read_one(buf))
     }
 
     /// One `write` per frame, or per super-frame.
