@@ -46,8 +46,15 @@ Remote declarations (after the port):
   addr6[/n][=keyfile]              IPv6 block, no port
   [addr6[/n]][:port][=keyfile]     IPv6 block in brackets
   ... -i mac[,mac]*                MACs to drop on that declaration's remotes
+  ... -r n                         at most n remotes from that downlink at once
+                                   (1-4096, default 256)
 A full address with a port is an uplink (kept alive by heartbeats every 30 s);
-anything else is a downlink mask for remotes that uplink to us.
+anything else is a downlink mask for remotes that uplink to us. -r follows its
+declaration like -i: the key file path takes everything after '=', so nothing
+can be appended to a declaration itself.
+
+--user USER comes after the manual's options, before the port: rrqnet switches
+to USER and its groups once the tap, the sockets and the key files are open.
 
 -B n sizes the receive batch and buffer pool (default 32). -T n is accepted for
 compatibility with the C rrqnet; this rrqnet runs one event loop and -T changes nothing.
@@ -65,7 +72,7 @@ fn command() -> Command {
     Command::new("rrqnet")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
-        .override_usage("rrqnet [-v|-vv|-vvv] [-4] [-B n] [-T n] [-m mcast] [-t tap] [port] (remote [-i mac[,mac]*])*")
+        .override_usage("rrqnet [-v|-vv|-vvv] [-4] [-B n] [-T n] [-m mcast] [-t tap] [--user USER] [port] (remote [-i mac[,mac]*] [-r n])*")
         .after_help(AFTER)
         .disable_help_subcommand(true)
         .dont_delimit_trailing_values(true)
@@ -144,6 +151,15 @@ fn command() -> Command {
                 .help("With --status: the counters in the Prometheus text format"),
         )
         .arg(
+            Arg::new("user")
+                .long("user")
+                .value_name("USER")
+                .action(ArgAction::Set)
+                .value_parser(config::parse_user)
+                .allow_hyphen_values(true)
+                .help("Run as USER (and its groups) once the tap, sockets and keys are open"),
+        )
+        .arg(
             // No allow_hyphen_values here: with it clap hands any short cluster
             // holding an unknown letter (`-B3`, `-ttap0`) to the positional.
             // trailing_var_arg alone already takes `-i` and everything else
@@ -204,6 +220,7 @@ fn missing_value(opt: &str) -> Option<&'static str> {
         "-m" => "expected a multicast channel after -m, as group:port[=keyfile], e.g. 239.1.2.3:2000",
         "-B" => "expected a number of receive buffers (1-1024) after -B",
         "-T" => "expected a number of threads (1-1024) after -T",
+        "--user" => "expected a user name after --user",
         _ => return None,
     })
 }
@@ -271,6 +288,7 @@ impl TryFrom<&ArgMatches> for Config {
             port,
             remotes,
             status_socket: m.get_one::<std::path::PathBuf>("status-socket").cloned(),
+            user: m.get_one::<String>("user").cloned(),
         })
     }
 }

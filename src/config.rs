@@ -55,6 +55,9 @@ pub struct Config {
     pub remotes: Vec<RemoteSpec>,
     /// `--status-socket PATH`: serve status documents there.
     pub status_socket: Option<PathBuf>,
+    /// `--user USER`: the user to run as once the tap, the sockets and the
+    /// keys are open.
+    pub user: Option<String>,
 }
 
 /// One remote declaration: `address-block[:port][=keyfile] [-i mac[,mac]*]`.
@@ -68,6 +71,9 @@ pub struct RemoteSpec {
     pub key: Option<PathBuf>,
     /// MAC addresses dropped on this declaration's remotes, both directions.
     pub ignore: Vec<MacAddr>,
+    /// `-r n` after a downlink: at most this many remotes from it at once
+    /// (`None`: the default, `node::guard::DEFAULT_MAX_REMOTES`).
+    pub max_remotes: Option<u16>,
 }
 
 impl RemoteSpec {
@@ -193,7 +199,8 @@ impl fmt::Display for ArgError {
 impl std::error::Error for ArgError {}
 
 /// The options, as listed when an unknown one is met.
-pub(crate) const OPTIONS: &str = "options are -v, -4, -B n, -T n, -m mcast, -t tap, -h, --version, all before the port";
+pub(crate) const OPTIONS: &str =
+    "options are -v, -4, -B n, -T n, -m mcast, -t tap, --user USER, -h, --version, all before the port";
 
 /// Parses a UDP port, 1–65535.
 pub fn parse_port(s: &str) -> Result<u16, ArgError> {
@@ -313,7 +320,7 @@ pub fn parse_remote(arg: &str, ipv4_only: bool) -> Result<RemoteSpec, ArgError> 
     if ipv4_only && matches!(net, IpNet::V6(_)) {
         return Err(ArgError::new(arg, "IPv6 remotes cannot be used with -4 (IPv4-only socket)"));
     }
-    let spec = RemoteSpec { net, port, key, ignore: Vec::new() };
+    let spec = RemoteSpec { net, port, key, ignore: Vec::new(), max_remotes: None };
     if let Some(addr) = spec.uplink_addr() {
         check_uplink(arg, addr.ip())?;
     }
@@ -413,7 +420,34 @@ pub fn parse_ignore_list(arg: &str) -> Result<Vec<MacAddr>, ArgError> {
     })
 }
 
-/// Parses what follows the options: `[port] (remote [-i mac[,mac]*])*`.
+/// Most remotes `-r` may allow one declaration: the switch's bound on all
+/// remotes at once.
+pub const MAX_REMOTES_PER_DECLARATION: u16 = 4096;
+
+/// Parses the value of `-r`: remotes one downlink may have at once.
+pub fn parse_max_remotes(s: &str) -> Result<u16, ArgError> {
+    match s.parse::<u16>() {
+        Ok(n) if (1..=MAX_REMOTES_PER_DECLARATION).contains(&n) && s.bytes().all(|c| c.is_ascii_digit()) => Ok(n),
+        _ => Err(ArgError::new(s, format!("expected a number of remotes (1-{MAX_REMOTES_PER_DECLARATION}) after -r"))),
+    }
+}
+
+/// Parses a user name for `--user`: what `useradd` accepts, so that an
+/// option or an empty string is never taken for one.
+pub fn parse_user(s: &str) -> Result<String, ArgError> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'$'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(ArgError::new(s, "expected a user name after --user"))
+    }
+}
+
+/// Parses what follows the options:
+/// `[port] (remote [-i mac[,mac]*] [-r n])*`.
 pub fn parse_positionals(
     args: &[String],
     ipv4_only: bool,
@@ -450,10 +484,27 @@ pub fn parse_positionals(
                 return Err(ArgError::new(arg, "expected a list of MAC addresses after -i"));
             };
             last.ignore.extend(parse_ignore_list(list)?);
+        } else if arg == "-r" {
+            let Some(last) = remotes.last_mut() else {
+                return Err(ArgError::new(arg, "-r must follow a downlink declaration"));
+            };
+            let Some(n) = it.next() else {
+                return Err(ArgError::new(arg, "expected a number of remotes after -r"));
+            };
+            let n = parse_max_remotes(n).map_err(|e| e.of_option("-r"))?;
+            if last.is_uplink() {
+                return Err(ArgError::new(
+                    &last.to_string(),
+                    "-r limits the remotes of a downlink mask; an uplink is one remote",
+                ));
+            }
+            if last.max_remotes.replace(n).is_some() {
+                return Err(ArgError::new(arg, "-r may be given once per declaration"));
+            }
         } else if arg.starts_with('-') {
             return Err(ArgError::new(
                 arg,
-                "options must come before the port; only -i may follow a remote declaration",
+                "options must come before the port; only -i and -r may follow a remote declaration",
             ));
         } else {
             remotes.push(parse_remote(arg, ipv4_only)?);

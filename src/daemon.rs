@@ -93,6 +93,13 @@ pub enum StartError {
     Node(SetupError),
     /// The status socket could not be created.
     StatusSocket(StatusSocketError),
+    /// `--user`: the process could not become that user.
+    User {
+        /// The user.
+        user: String,
+        /// Why.
+        source: crate::sys::PrivilegeError,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -108,6 +115,7 @@ impl fmt::Display for StartError {
             StartError::Register { channel, .. } => write!(f, "cannot watch {channel}"),
             StartError::Node(e) => write!(f, "{e}"),
             StartError::StatusSocket(e) => write!(f, "{e}"),
+            StartError::User { user, .. } => write!(f, "cannot run as user {user}"),
         }
     }
 }
@@ -123,6 +131,7 @@ impl Error for StartError {
             StartError::Multicast { source, .. } => Some(source),
             StartError::Node(e) => e.source(),
             StartError::StatusSocket(e) => e.source(),
+            StartError::User { source, .. } => Some(source),
         }
     }
 }
@@ -259,7 +268,6 @@ impl Daemon {
         }
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP]).map_err(StartError::Signals)?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(StartError::Signals)?;
-
         let status = match &cfg.status_socket {
             Some(path) => {
                 let mut server = StatusServer::bind(path).map_err(StartError::StatusSocket)?;
@@ -276,6 +284,13 @@ impl Daemon {
             warn!("not notifying the service manager: {e}");
             None
         });
+        // Issue 13: everything that needs privilege is open (the tap, the
+        // sockets, the key files, the status socket); give it up.
+        if let Some(user) = &cfg.user {
+            let acct =
+                crate::sys::become_user(user).map_err(|source| StartError::User { user: user.clone(), source })?;
+            info!("running as user {} (uid {}, gid {})", acct.name, acct.uid, acct.gid);
+        }
 
         debug!("receive batch and buffer pool: {batch} slots");
         let setup = Setup {

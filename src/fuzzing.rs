@@ -49,6 +49,8 @@ pub fn switch_ops(data: &[u8]) {
         mac_capacity: 8,
         max_ports: 6,
         ignore: vec![vec![], vec![crate::mac::MacAddr([2, 0, 0, 0, 0, 3])]],
+        port_mac_limit: 4,
+        local_mac_limit: 6,
     });
     let local = sw.add_local(now);
     let up: SocketAddr = "192.0.2.1:2300".parse().unwrap();

@@ -323,20 +323,7 @@ impl Every {
 mod tests {
     use super::*;
 
-    /// A virtual clock: one origin read once, every instant an offset.
-    struct Clock(Instant);
-
-    impl Clock {
-        fn new() -> Self {
-            Clock(Instant::now())
-        }
-        fn ms(&self, ms: u64) -> Instant {
-            self.0 + Duration::from_millis(ms)
-        }
-        fn s(&self, s: u64) -> Instant {
-            self.0 + Duration::from_secs(s)
-        }
-    }
+    use crate::testing::Clock;
 
     /// The limits the daemon uses for undeclared sources.
     fn per_source() -> PerKey<u32> {

@@ -1,8 +1,8 @@
 //! The few system calls that std, mio, socket2 and libc's constants do not
 //! wrap: the pipe size of stdout, forced socket buffer sizes, batched UDP
-//! I/O (`recvmmsg`/`sendmmsg` with `UDP_SEGMENT` and `UDP_GRO`), and the tap
+//! I/O (`recvmmsg`/`sendmmsg` with `UDP_SEGMENT` and `UDP_GRO`), the tap
 //! ioctls for its offloads (`IFF_VNET_HDR`, `TUNSETVNETHDRSZ`,
-//! `TUNSETOFFLOAD`). This is
+//! `TUNSETOFFLOAD`), and switching to another user (`--user`). This is
 //! the one module allowed unsafe code; each block says why it is sound.
 //! Addresses are converted by socket2; signals come through
 //! signal-hook-mio, not from here.
@@ -473,6 +473,152 @@ fn set_segment_cmsg(hdr: &mut libc::msghdr, space: &mut [u64; 4], size: u16) {
         (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as libc::c_uint) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Privileges (issue 13): `--user USER` switches to USER and its groups once
+// the tap, the sockets and the key files are open.
+
+/// A user account, as the password database has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its name.
+    pub name: String,
+    /// Its user id.
+    pub uid: libc::uid_t,
+    /// Its primary group id.
+    pub gid: libc::gid_t,
+}
+
+/// Why the process could not become another user.
+#[derive(Debug)]
+pub enum PrivilegeError {
+    /// The password database has no such user.
+    NoSuchUser(String),
+    /// Looking the user up failed.
+    Lookup(io::Error),
+    /// A step of the switch failed (`initgroups`, `setgid`, `setuid`).
+    Step {
+        /// Which call.
+        call: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// After the switch, the process could still become root again.
+    NotDropped,
+}
+
+impl std::fmt::Display for PrivilegeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrivilegeError::NoSuchUser(name) => write!(f, "no user named {name}"),
+            PrivilegeError::Lookup(_) => f.write_str("cannot look the user up"),
+            PrivilegeError::Step { call, .. } => write!(f, "{call} failed (switching users needs root)"),
+            PrivilegeError::NotDropped => {
+                f.write_str("root privileges could be regained after switching; refusing to run")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PrivilegeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PrivilegeError::Lookup(e) | PrivilegeError::Step { source: e, .. } => Some(e),
+            PrivilegeError::NoSuchUser(_) | PrivilegeError::NotDropped => None,
+        }
+    }
+}
+
+/// Looks up an account by name (`getpwnam_r`), or by uid when `name` is
+/// `None` and `uid` is given (`getpwuid_r`).
+fn lookup_account(name: Option<&str>, uid: libc::uid_t) -> io::Result<Option<Account>> {
+    let cname = match name {
+        Some(n) => Some(std::ffi::CString::new(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?),
+        None => None,
+    };
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: passwd is plain old data; zeroed is a valid value for it.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is to a live local or to `buf`, whose length
+        // is passed; the strings `pwd` points at live in `buf` and are read
+        // below while `buf` still lives.
+        let r = unsafe {
+            match &cname {
+                Some(c) => libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result),
+                None => libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result),
+            }
+        };
+        if r == libc::ERANGE && buf.len() < (1 << 20) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success pw_name points at a NUL-terminated string in
+        // `buf`, which is alive here.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
+        return Ok(Some(Account { name, uid: pwd.pw_uid, gid: pwd.pw_gid }));
+    }
+}
+
+/// The account of the effective user, if the password database has it.
+pub fn current_account() -> Option<Account> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    lookup_account(None, euid).ok().flatten()
+}
+
+/// Looks up `name` in the password database.
+pub fn account(name: &str) -> Result<Account, PrivilegeError> {
+    lookup_account(Some(name), 0)
+        .map_err(PrivilegeError::Lookup)?
+        .ok_or_else(|| PrivilegeError::NoSuchUser(name.to_owned()))
+}
+
+fn step(call: &'static str, r: libc::c_int) -> Result<(), PrivilegeError> {
+    if r < 0 {
+        Err(PrivilegeError::Step { call, source: io::Error::last_os_error() })
+    } else {
+        Ok(())
+    }
+}
+
+/// Becomes `user` for good: its supplementary groups (`initgroups`), its
+/// group, then its user id, in that order (the group calls need the
+/// privilege the last call gives up). Checks afterwards that root cannot be
+/// regained. Already being that user (and nobody else) is not an error.
+pub fn become_user(user: &str) -> Result<Account, PrivilegeError> {
+    let acct = account(user)?;
+    let cname = std::ffi::CString::new(acct.name.as_str()).map_err(|_| PrivilegeError::NoSuchUser(user.to_owned()))?;
+    // SAFETY: the id getters have no preconditions and cannot fail.
+    let (uid, euid, gid, egid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()) };
+    if (uid, euid, gid, egid) == (acct.uid, acct.uid, acct.gid, acct.gid) && acct.uid != 0 {
+        return Ok(acct);
+    }
+    // SAFETY: initgroups reads the NUL-terminated name for the duration of
+    // the call; setgid and setuid take plain ids.
+    unsafe {
+        step("initgroups", libc::initgroups(cname.as_ptr(), acct.gid))?;
+        step("setgid", libc::setgid(acct.gid))?;
+        step("setuid", libc::setuid(acct.uid))?;
+    }
+    if acct.uid != 0 {
+        // SAFETY: setuid(0) takes a plain id; it must fail now.
+        let regained = unsafe { libc::setuid(0) } == 0;
+        // SAFETY: as above.
+        let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+        if regained || uid != acct.uid || euid != acct.uid {
+            return Err(PrivilegeError::NotDropped);
+        }
+    }
+    Ok(acct)
 }
 
 #[cfg(test)]

@@ -1,9 +1,38 @@
-//! Ethernet frames for tests, benchmarks and fuzz targets: the one set of
+//! Helpers for tests, benchmarks and fuzz targets: a virtual clock, and
+//! Ethernet frames (the one set of
 //! builders every test uses (the integration tests through
 //! `tests/common/frames.rs`), so that all frames in tests look alike:
 //! locally administered MACs and the local experimental EtherType, with the
 //! padding pattern a parameter (tests compare frames byte for byte, so each
-//! keeps the pattern it was written with).
+//! keeps the pattern it was written with)).
+
+use std::time::{Duration, Instant};
+
+/// A virtual clock: one origin, read from the real clock once per test, and
+/// every other instant an offset from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(pub Instant);
+
+impl Clock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        Clock(Instant::now())
+    }
+    /// The origin plus `ms` milliseconds.
+    pub fn ms(&self, ms: u64) -> Instant {
+        self.0 + Duration::from_millis(ms)
+    }
+    /// The origin plus `s` seconds.
+    pub fn s(&self, s: u64) -> Instant {
+        self.0 + Duration::from_secs(s)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// The broadcast MAC.
 pub const BCAST: [u8; 6] = [0xff; 6];

@@ -52,6 +52,7 @@ fn base(local: LocalEnd, port: Option<u16>, remotes: Vec<RemoteSpec>) -> Config 
         port,
         remotes,
         status_socket: None,
+        user: None,
     }
 }
 
@@ -61,7 +62,7 @@ fn tap(name: &str) -> LocalEnd {
 
 /// A remote declaration as the parser should produce it.
 fn remote(net: &str, port: Option<u16>, key: Option<&str>) -> RemoteSpec {
-    RemoteSpec { net: net.parse().unwrap(), port, key: key.map(PathBuf::from), ignore: Vec::new() }
+    RemoteSpec { net: net.parse().unwrap(), port, key: key.map(PathBuf::from), ignore: Vec::new(), max_remotes: None }
 }
 
 fn mac(s: &str) -> MacAddr {

@@ -125,17 +125,24 @@ fn dpipe_rrqnet_vde_plug_carries_frames_both_ways() {
     let mut buf = [0u8; 65536];
     let (n, from) = peer.recv_from(&mut buf).expect("rrqnet's heartbeat reaches the UDP peer");
     assert!(n < 12 && from.port() == rport, "heartbeat {n} bytes from {from}");
-    std::thread::sleep(Duration::from_millis(300)); // the observer attaches
-
     let peer_mac = [2, 0, 0, 0, 0, 0x11];
     let obs_mac = [2, 0, 0, 0, 0, 0x22];
+    // The observer has attached once a probe reaches it: until then the
+    // switch has no port to flood to.
+    let probe = frame([0xff; 6], peer_mac, 60, 0xee);
+    let attached = (0..50).any(|_| {
+        peer.send_to(&probe, ("127.0.0.1", rport)).unwrap();
+        rx.recv_timeout(Duration::from_millis(100)).is_ok_and(|f| f == probe)
+    });
+    assert!(attached, "no probe reached the observer in 5 s");
     // UDP peer -> rrqnet -> vde_plug -> vde_switch -> observer, several sizes.
     for (i, len) in [60usize, 1514, 400, 60].into_iter().enumerate() {
         let f = frame([0xff; 6], peer_mac, len, i as u8);
         peer.send_to(&f, ("127.0.0.1", rport)).unwrap();
-        let got = rx
-            .recv_timeout(Duration::from_secs(3))
-            .unwrap_or_else(|_| panic!("frame {i} ({len} bytes) reached the vde_switch"));
+        // A probe still in flight when the first one answered is not a frame.
+        let got = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(3)).ok())
+            .find(|g| *g != probe)
+            .unwrap_or_else(|| panic!("frame {i} ({len} bytes) reached the vde_switch"));
         assert_eq!(got, f, "frame {i} intact");
     }
     // Observer -> vde_switch -> vde_plug -> rrqnet -> UDP peer.

@@ -7,10 +7,20 @@
 //! and counted, so a stalled reader never stalls the switch. When stdout is a
 //! pipe it is shrunk to 4096 bytes (SPEC 4: vde_plug 4.0.1 loses sync when a
 //! read ends inside a length header; with a small pipe it does not).
+//!
+//! stdin and stdout may also be regular files or `/dev/null`, which epoll
+//! refuses to watch (`EPERM`) because they are always ready: such an end is
+//! not registered. Reading a file never says "nothing yet", so the loop reads
+//! it batch after batch until its end (which ends the daemon, as end of input
+//! does); writing one never says "try later", so a record is written whole at
+//! once. Anything else that cannot be watched (a terminal can; `/dev/zero`
+//! cannot, and would never end) is refused at start with a line that names
+//! stdin or stdout.
 
+use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use mio::unix::pipe;
 use mio::{Interest, Registry, Token};
@@ -116,6 +126,83 @@ pub fn header(len: usize) -> Option<[u8; 2]> {
     u16::try_from(len).ok().filter(|&n| n > 0).map(u16::to_be_bytes)
 }
 
+/// What stdin or stdout is, when the event loop cannot watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwatched {
+    /// A regular file, or `/dev/null`: always ready, read and written
+    /// without the event loop.
+    AlwaysReady,
+    /// Anything else epoll refuses (a device such as `/dev/zero`): refused.
+    Refused(&'static str),
+}
+
+/// Sorts an end that epoll refused to watch, by its `fstat`.
+pub fn unwatched_kind(meta: &std::fs::Metadata) -> Unwatched {
+    // /dev/null is character device 1:3 on Linux.
+    const DEV_NULL: u64 = (1 << 8) | 3;
+    let ft = meta.file_type();
+    if ft.is_file() || (ft.is_char_device() && meta.rdev() == DEV_NULL) {
+        Unwatched::AlwaysReady
+    } else if ft.is_char_device() {
+        Unwatched::Refused("a character device")
+    } else if ft.is_block_device() {
+        Unwatched::Refused("a block device")
+    } else if ft.is_dir() {
+        Unwatched::Refused("a directory")
+    } else {
+        Unwatched::Refused("a file that cannot be watched")
+    }
+}
+
+/// stdin or stdout is of a kind the channel cannot use.
+#[derive(Debug)]
+pub struct UnusableEnd {
+    /// "stdin" or "stdout".
+    pub which: &'static str,
+    /// What it is.
+    pub what: &'static str,
+    source: io::Error,
+}
+
+impl fmt::Display for UnusableEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is {} that cannot be watched for readiness; use a pipe, a socket, a regular file or /dev/null",
+            self.which, self.what
+        )
+    }
+}
+
+impl std::error::Error for UnusableEnd {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Registers one end; an end epoll refuses is either always ready (false:
+/// not registered) or an error naming it.
+fn register_end(
+    which: &'static str,
+    fd: std::os::fd::BorrowedFd<'_>,
+    register: impl FnOnce() -> io::Result<()>,
+) -> io::Result<bool> {
+    match register() {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            let meta = std::fs::File::from(fd.try_clone_to_owned()?).metadata()?;
+            match unwatched_kind(&meta) {
+                Unwatched::AlwaysReady => {
+                    log::debug!("{which} is a regular file or /dev/null: used without the event loop");
+                    Ok(false)
+                }
+                Unwatched::Refused(what) => Err(io::Error::new(e.kind(), UnusableEnd { which, what, source: e })),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// stdin/stdout as a channel.
 #[derive(Debug)]
 pub struct StdioChannel {
@@ -125,6 +212,9 @@ pub struct StdioChannel {
     queue: Vec<u8>,
     queued_from: usize,
     eof: bool,
+    /// False when stdout is a regular file or /dev/null: always writable,
+    /// so a record is written whole at once, never queued for later.
+    output_watched: bool,
 }
 
 impl StdioChannel {
@@ -144,7 +234,15 @@ impl StdioChannel {
         let output = pipe::Sender::from(output);
         input.set_nonblocking(true)?;
         output.set_nonblocking(true)?;
-        Ok(StdioChannel { input, output, decoder: Decoder::new(), queue: Vec::new(), queued_from: 0, eof: false })
+        Ok(StdioChannel {
+            input,
+            output,
+            decoder: Decoder::new(),
+            queue: Vec::new(),
+            queued_from: 0,
+            eof: false,
+            output_watched: true,
+        })
     }
 
     fn backlog(&self) -> usize {
@@ -180,6 +278,9 @@ impl StdioChannel {
     /// Writes one record, or queues what the pipe did not take.
     fn write_record(&mut self, payload: &[u8]) -> io::Result<Record> {
         let Some(hdr) = header(payload.len()) else { return Ok(Record::TooLarge) };
+        if !self.output_watched {
+            return self.write_whole(hdr, payload);
+        }
         let mut written = 0;
         if !self.has_backlog() {
             loop {
@@ -211,6 +312,28 @@ impl StdioChannel {
     }
 }
 
+impl StdioChannel {
+    /// Writes a record to a stdout that is always ready (a file): whole, now.
+    fn write_whole(&mut self, hdr: [u8; 2], payload: &[u8]) -> io::Result<Record> {
+        let total = 2 + payload.len();
+        let mut done = 0;
+        while done < total {
+            let slices = if done < 2 {
+                [IoSlice::new(&hdr[done..]), IoSlice::new(payload)]
+            } else {
+                [IoSlice::new(&[]), IoSlice::new(&payload[done - 2..])]
+            };
+            match self.output.write_vectored(&slices) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Record::Written)
+    }
+}
+
 /// What became of one record.
 enum Record {
     /// Written, or queued whole behind earlier output.
@@ -230,9 +353,16 @@ impl Channel for StdioChannel {
         "stdio"
     }
 
+    /// Registers what epoll can watch. A file (or /dev/null) on stdin is not
+    /// registered: its reads never wait, so the loop, told by
+    /// [`StdioChannel::recv_batch`] that more may come, reads it to its end.
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        registry.register(&mut self.input, token, Interest::READABLE)?;
-        registry.register(&mut self.output, token, Interest::WRITABLE)
+        let input = self.input.as_fd().try_clone_to_owned()?;
+        register_end("stdin", input.as_fd(), || registry.register(&mut self.input, token, Interest::READABLE))?;
+        let output = self.output.as_fd().try_clone_to_owned()?;
+        self.output_watched =
+            register_end("stdout", output.as_fd(), || registry.register(&mut self.output, token, Interest::WRITABLE))?;
+        Ok(())
     }
 
     /// Decodes as many records as the pool holds, reading stdin as needed.

@@ -92,6 +92,44 @@ impl std::error::Error for InterfaceGone {
     }
 }
 
+/// The tap could not be opened for lack of privilege: says what is missing.
+#[derive(Debug)]
+pub struct NotPermitted {
+    name: String,
+    source: io::Error,
+}
+
+impl fmt::Display for NotPermitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = crate::sys::current_account().map_or_else(|| "USER".to_owned(), |a| a.name);
+        f.write_str("not permitted: ")?;
+        if self.source.raw_os_error() == Some(libc::EACCES) {
+            // open("/dev/net/tun") refused: the device node's mode.
+            f.write_str("/dev/net/tun is not open to this user (Debian makes it mode 0666), and ")?;
+        }
+        write!(
+            f,
+            "opening a tap needs root or CAP_NET_ADMIN, or a tap made beforehand for this user \
+             ('ip tuntap add {} mode tap user {user}')",
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for NotPermitted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// A refusal for lack of privilege says what is missing ([`NotPermitted`]).
+fn not_permitted(name: &str, e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => io::Error::new(e.kind(), NotPermitted { name: name.to_owned(), source: e }),
+        _ => e,
+    }
+}
+
 impl TapChannel {
     /// Opens (or creates) the tap `name`, non-blocking, with offloads if
     /// the kernel has them; `batch` is the most frames one write batch
@@ -105,11 +143,11 @@ impl TapChannel {
             // A kernel (or a sandbox) without IFF_VNET_HDR: the plain way.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 debug!("tap {name}: no virtio-net header ({e}); opening without offloads");
-                let iface = Iface::without_packet_info(name, Mode::Tap)?;
+                let iface = Iface::without_packet_info(name, Mode::Tap).map_err(|e| not_permitted(name, e))?;
                 let name = iface.name().to_owned();
                 (crate::sys::file_of_iface(iface), name, None)
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(not_permitted(name, e)),
         };
         crate::sys::set_nonblocking(&file)?;
         Ok(TapChannel { file, label: format!("tap {name}"), warned_oversize: false, offload })

@@ -37,6 +37,7 @@
 //! bytes ever goes to the multicast group (SPEC 4).
 
 pub mod decl;
+pub mod guard;
 mod offload;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,7 @@ use crate::switch::{
     DeclId, Dest, DropReason, Event, Forward, Params, PortCounters, PortId, PortKind, Stats, Switch, Target,
 };
 use decl::{DeclKind, Declarations};
+use guard::Guard;
 
 /// Payloads shorter than this on a plain UDP channel are heartbeats.
 pub const HEARTBEAT_MAX: usize = 11;
@@ -199,6 +201,8 @@ struct Logs {
     send: Every,
     seal: Every,
     budget: LogBudget,
+    /// Remotes refused by the guard (issue 13).
+    guard: Every,
 }
 
 /// The protocol state of one rrqnet.
@@ -215,6 +219,8 @@ pub struct Node {
     targets: Vec<Target>,
     logs: Logs,
     started: Instant,
+    /// Admission and storm control (issue 13).
+    guard: Guard,
     /// Splits what a tap with offloads reads ([`offload`]).
     tap: Option<offload::TapSplit>,
 }
@@ -273,11 +279,18 @@ impl Node {
                         info!("uplink {decl}{}", keys_name(decl));
                     }
                 }
-                DeclKind::Downlink => info!("downlink mask {decl}{}", keys_name(decl)),
+                DeclKind::Downlink => {
+                    info!("downlink mask {decl}{}", keys_name(decl));
+                    // Issue 13: hook of the guard.
+                    if let Some(w) = guard::wide_plain_downlink(&decls, id) {
+                        warn!("{w}");
+                    }
+                }
                 DeclKind::Multicast => info!("multicast group{}", keys_name(decl)),
             }
         }
         let batch = setup.batch.max(1);
+        let guard = Guard::new(&decls, guard::Limits::default(), switch.port_count());
         Ok(Node {
             switch,
             decls,
@@ -293,10 +306,17 @@ impl Node {
                 send: Every::new(Duration::from_secs(10)),
                 seal: Every::new(Duration::from_secs(10)),
                 budget: LogBudget::default(),
+                guard: Every::new(Duration::from_secs(60)),
             },
             started: now.mono,
+            guard,
             tap: None,
         })
+    }
+
+    /// The admission and storm state, for inspection.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// The switch underneath, for inspection.
@@ -507,6 +527,9 @@ impl Node {
     /// many remotes on a plain downlink, so these lines are budgeted too).
     fn log_events(&mut self, now: Now) {
         while let Some(ev) = self.switch.poll_event() {
+            if let Event::RemoteStale(a) = ev {
+                self.guard.remote_removed(a);
+            }
             if !log_enabled!(Level::Debug) {
                 continue;
             }
@@ -520,17 +543,45 @@ impl Node {
 
     /// A datagram on the UDP socket.
     fn handle_datagram(&mut self, now: Now, from: SocketAddr, buf: &mut [u8], range: Range<usize>) {
-        let Some(decl) = self.declaration_of(from, now) else { return };
+        let Some((decl, known)) = self.declaration_of(from, now) else { return };
         let admitted = self.admit(now, from, decl, buf, range);
         if matches!(admitted, Admit::Dropped) {
             return;
         }
-        // Only now, authentic if keyed: the remote is created or refreshed.
+        // Only now, authentic if keyed: the remote is created or refreshed;
+        // a new one only if the guard allows (issue 13).
+        let new = !known;
+        if new {
+            if let Err(r) = self.guard.admit_new(now.mono, from, decl) {
+                self.refused(now, from, decl, r);
+                return;
+            }
+        }
         let Ok(port) = self.switch.remote_rx(now.mono, from, decl) else { return };
+        if new {
+            self.guard.remote_added(from, decl, port);
+        }
         match admitted {
             Admit::Frame(frame) => self.forward(now, port, &buf[frame]),
             Admit::Heartbeat => trace!("heartbeat from {from}"),
             Admit::Dropped => {}
+        }
+    }
+
+    /// Counts and logs (rate-limited) a new remote the guard refused.
+    fn refused(&mut self, now: Now, from: SocketAddr, decl: DeclId, r: DropReason) {
+        self.switch.count_drop(r);
+        if log_enabled!(Level::Warn) {
+            if let Some(s) = self.logs.guard.check(now.mono, &mut self.logs.budget) {
+                let name = self.decls.get(decl).map_or_else(String::new, |d| d.to_string());
+                let why = match r {
+                    DropReason::DeclarationFull => {
+                        format!("it has {} remotes, its cap ('-r n' to change)", self.guard.live(decl))
+                    }
+                    _ => format!("new remotes come too fast ({})", r.name()),
+                };
+                warn!("refused a new remote {from} under {name}: {why}{s}");
+            }
         }
     }
 
@@ -562,12 +613,14 @@ impl Node {
 
     /// The declaration a UDP source falls under: its remote's, or the best
     /// matching one. `None` (counted, logged rate-limited) when none does.
-    fn declaration_of(&mut self, from: SocketAddr, now: Now) -> Option<DeclId> {
+    fn declaration_of(&mut self, from: SocketAddr, now: Now) -> Option<(DeclId, bool)> {
+        // The flag says whether `from` is a remote already (issue 13: only a
+        // new one asks the guard).
         if let Some((_, Some(d))) = self.switch.lookup(&from) {
-            return Some(d);
+            return Some((d, true));
         }
         if let Some(d) = self.decls.match_source(from) {
-            return Some(d);
+            return Some((d, false));
         }
         self.switch.count_drop(DropReason::UnknownSource);
         if log_enabled!(Level::Debug) {
@@ -649,7 +702,18 @@ impl Node {
                 return;
             }
             Forward::Unicast(t) => self.targets.push(t),
-            Forward::Flood(targets) => self.targets.extend_from_slice(targets),
+            Forward::Flood(targets) => {
+                // Storm control (issue 13): after the switch decided to flood.
+                let dst = crate::mac::MacAddr([frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]]);
+                match self.guard.flood(now.mono, ingress, dst, targets.len()) {
+                    Ok(()) => self.targets.extend_from_slice(targets),
+                    Err(r) => {
+                        self.switch.count_port_drop(ingress, r);
+                        trace!("drop {} from port {}: {}", frame.len(), ingress.0, r.name());
+                        return;
+                    }
+                }
+            }
         }
         self.send_planned(now, frame, Kind::Data);
     }
@@ -663,6 +727,16 @@ impl Node {
         let key_of = |t: &Target| t.decl.and_then(|d| decls.key_of(d));
         // Plain heartbeats are the short datagram, not an empty frame.
         let plain = if kind == Kind::Heartbeat { HEARTBEAT } else { frame };
+        // Issue 13: a datagram larger than UDP can carry is too large, not a
+        // failed send. Only a frame near 64 KiB needs the look.
+        if frame.len() + crate::crypto::OVERHEAD > guard::MAX_UDP_PAYLOAD_V4 {
+            let before = targets.len();
+            targets.retain(|t| {
+                let len = if key_of(t).is_some() { frame.len() + crate::crypto::OVERHEAD } else { plain.len() };
+                !guard::too_large_for(t.dest, len)
+            });
+            switch.count_drops(DropReason::TooLarge, (before - targets.len()) as u64);
+        }
         let mut copy: Option<Range<usize>> = None;
         for t in targets.iter().filter(|t| key_of(t).is_none()) {
             let Some((chan, to)) = roles.route(t.dest) else {

@@ -8,6 +8,7 @@
 //! and the next wake-up from [`Switch::poll_timeout`]). That makes every rule
 //! here testable on a virtual clock, and it is where most tests live.
 
+pub mod recent;
 pub mod table;
 
 use std::collections::{HashMap, VecDeque};
@@ -16,7 +17,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::mac::{Frame, MacAddr};
-use table::{Answer, Learn, MacTable};
+use recent::{digest, Recent};
+use table::{Answer, Learn, MacTable, DEFAULT_LOCAL_MAC_LIMIT, DEFAULT_PORT_MAC_LIMIT};
 
 /// Every lifetime the switch uses, in one place.
 pub mod timing {
@@ -26,6 +28,12 @@ pub mod timing {
     pub const STICKY_BROADCAST: Duration = Duration::from_secs(6);
     /// A binding made by a unicast frame holds this long.
     pub const STICKY_UNICAST: Duration = Duration::from_secs(20);
+    /// A port that relayed a unicast from an address keeps relaying unicast
+    /// from it, against the same address on other ports, this long after the
+    /// last one; and a copy of a frame delivered to the local end is known
+    /// as one this long. It must exceed the time any frame takes to cross
+    /// the network (see `Switch::handle_frame`).
+    pub const SETTLE: Duration = Duration::from_millis(500);
     /// Uplinks get a heartbeat this often.
     pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
     /// A downlink silent this long is stale and removed.
@@ -230,11 +238,30 @@ pub enum DropReason {
     /// link and that no bridge forwards: 802.3x PAUSE, LACP and the other
     /// slow protocols, MAC Control ([`Frame::is_link_control`]).
     LinkControl,
+    // Issue 13's limits (admission and storm control in `node::guard`, port
+    // security in `table`).
+    /// A new remote refused: its declaration has as many remotes as its cap.
+    DeclarationFull,
+    /// A new remote refused: its declaration made new remotes too fast.
+    NewRemoteRate,
+    /// A new remote refused: its source /24 (IPv4) or /64 (IPv6) made new
+    /// remotes too fast.
+    NewRemotePrefixRate,
+    /// A broadcast over its ingress port's flood rate (storm control).
+    StormBroadcast,
+    /// A multicast frame over its ingress port's flood rate.
+    StormMulticast,
+    /// A frame to an unknown unicast address over its ingress port's flood
+    /// rate.
+    StormUnknownUnicast,
+    /// A frame from a new source address on a port that owns its whole
+    /// share of the MAC table (port security).
+    PortMacLimit,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 25;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -255,6 +282,13 @@ impl DropReason {
         DropReason::StaleSession,
         DropReason::SessionCacheFull,
         DropReason::LinkControl,
+        DropReason::DeclarationFull,
+        DropReason::NewRemoteRate,
+        DropReason::NewRemotePrefixRate,
+        DropReason::StormBroadcast,
+        DropReason::StormMulticast,
+        DropReason::StormUnknownUnicast,
+        DropReason::PortMacLimit,
     ];
 
     /// A short name for logs.
@@ -278,6 +312,13 @@ impl DropReason {
             DropReason::StaleSession => "stale-session",
             DropReason::SessionCacheFull => "session-cache-full",
             DropReason::LinkControl => "link-control",
+            DropReason::DeclarationFull => "declaration-full",
+            DropReason::NewRemoteRate => "new-remote-rate",
+            DropReason::NewRemotePrefixRate => "new-remote-prefix-rate",
+            DropReason::StormBroadcast => "storm-broadcast",
+            DropReason::StormMulticast => "storm-multicast",
+            DropReason::StormUnknownUnicast => "storm-unknown-unicast",
+            DropReason::PortMacLimit => "port-mac-limit",
         }
     }
 }
@@ -296,6 +337,9 @@ pub struct Stats {
     pub table_full: u64,
     /// Addresses that moved from one port to another.
     pub moved: u64,
+    /// Unicast frames passed on (to the local end or relayed) from a port
+    /// their source is not bound to, the binding staying where it was.
+    pub across: u64,
     /// Drops, indexed by [`DropReason`].
     pub drops: [u64; DropReason::COUNT],
 }
@@ -337,11 +381,21 @@ pub struct Params {
     pub max_ports: usize,
     /// Ignore lists, indexed by [`DeclId`].
     pub ignore: Vec<Vec<MacAddr>>,
+    /// Most learned addresses one remote port may own (port security).
+    pub port_mac_limit: usize,
+    /// Most learned addresses the local end may own.
+    pub local_mac_limit: usize,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { mac_capacity: DEFAULT_MAC_CAPACITY, max_ports: DEFAULT_MAX_PORTS, ignore: Vec::new() }
+        Params {
+            mac_capacity: DEFAULT_MAC_CAPACITY,
+            max_ports: DEFAULT_MAX_PORTS,
+            ignore: Vec::new(),
+            port_mac_limit: DEFAULT_PORT_MAC_LIMIT,
+            local_mac_limit: DEFAULT_LOCAL_MAC_LIMIT,
+        }
     }
 }
 
@@ -359,6 +413,9 @@ pub struct Switch {
     events: VecDeque<Event>,
     next_sweep: Option<Instant>,
     stats: Stats,
+    /// The frames that came from the multicast group or went to the local
+    /// end lately.
+    recent: Recent,
 }
 
 impl Switch {
@@ -376,6 +433,7 @@ impl Switch {
             events: VecDeque::new(),
             next_sweep: None,
             stats: Stats::default(),
+            recent: Recent::new(timing::SETTLE),
         }
     }
 
@@ -452,6 +510,7 @@ impl Switch {
         }
         // Reserve flood room now, so handle_frame never allocates.
         self.flood.reserve(self.live.saturating_sub(self.flood.len()));
+        self.table.reserve_ports(self.ports.len());
         id
     }
 
@@ -539,6 +598,71 @@ impl Switch {
 
     /// Decides where a frame that came in on `ingress` goes, learning its
     /// source address on the way, and counts it on the port.
+    ///
+    /// # The rules
+    ///
+    /// 1. A *flood* (broadcast, multicast, or unicast to an unknown address)
+    ///    is accepted only by its source's flood port while the manual's hold
+    ///    runs: 6 s after a broadcast, 20 s after a unicast by that port. The
+    ///    first copy after the hold binds the flood port.
+    /// 2. A unicast *relayed* to a remote, by a port other than the one its
+    ///    source is bound to, moves the binding there, unless the bound port
+    ///    relayed a unicast from that source less than [`timing::SETTLE`]
+    ///    (500 ms) ago: then the frame is relayed *across*, nothing learned,
+    ///    and a switch relays one frame across at most once per 500 ms.
+    /// 3. A unicast for the *local end* is delivered by whatever port it came
+    ///    (a copy of one delivered by another port less than 500 ms ago
+    ///    excepted), and moves the binding as in 2; delivery ends there.
+    /// 4. A binding on the local end moves only when the manual's hold has
+    ///    run out: frames from a remote with the local host's own address are
+    ///    reflections or forgeries.
+    /// 5. A frame from the multicast group that came from the group less than
+    ///    500 ms ago is a copy (two members relayed it into the group).
+    ///
+    /// # Why no broadcast storm
+    ///
+    /// By 1 a switch accepts each flood at most once: its first copy binds
+    /// the flood port for at least 6 s, copies by other ports are dropped,
+    /// and by the same port it comes twice only if the neighbour accepted it
+    /// twice (which, by induction over time, none did first) or, on the
+    /// group's one shared port, if two members relayed it, which 5 drops. So
+    /// a flood crosses each link at most once each way: at most one datagram
+    /// per remote of each switch. Unicast relayed across (2) and delivered
+    /// across (3) change no flood port, so they cannot let a second copy of a
+    /// broadcast in. This holds while every copy of a frame arrives within
+    /// 500 ms of the first, as the manual's 6 s hold assumed 6 s.
+    ///
+    /// # Why no unicast loop
+    ///
+    /// Unicast to an address follows the bindings of that address, so it
+    /// loops only if those bindings form a cycle. A binding moves only to the
+    /// port a frame *from* the address just came by, and never at a switch
+    /// that relayed unicast from the address by the bound port in the last
+    /// 500 ms (2, 3). The switch behind the new port has just passed that
+    /// frame on; if it is relaying the address's unicast its own binding is
+    /// settled on the port the frame came by, and so on back along the
+    /// frame's path to the address: the chain of bindings is the frame's own
+    /// path, which ends at the address. Closing a cycle would take a switch
+    /// whose binding moved within 500 ms of relaying by it (forbidden), or a
+    /// frame still in flight 500 ms after a later one passed (the transit
+    /// bound above). Frames relayed across teach the switches after this one
+    /// a path through it while this one's binding stays put; such a path
+    /// still follows a settled binding back to the address. As a last guard
+    /// a frame that does come round is relayed across at most once per
+    /// switch. tests/mesh.rs checks all of this on random meshes, stars,
+    /// chains of pure switches and meshes with a multicast segment.
+    ///
+    /// # Why no cut
+    ///
+    /// The manual's rule applied the hold to every frame. In a full mesh with
+    /// jitter a relayed copy of a broadcast often arrives first, so X binds
+    /// S to the relay while S binds X direct; X's unicast to S then came by
+    /// the relay and S dropped it, and the mirror image held the other way:
+    /// the pair was cut until the holds ran out (6 s, or 20 s and more once
+    /// unicast renewed them). Now a unicast is never dropped for the port it
+    /// came by (but reflections of the local end's own addresses, copies,
+    /// and what a full table's loop holds refuse),
+    /// and the binding follows unicast within 500 ms of a path going quiet.
     pub fn handle_frame(&mut self, now: Instant, ingress: PortId, bytes: &[u8]) -> Forward<'_> {
         self.stats.frames_in += 1;
         let port = self.ports.get_mut(ingress.0 as usize).and_then(Option::as_mut);
@@ -580,15 +704,54 @@ impl Switch {
         if self.ignores(in_port.decl, src, dst) {
             return self.drop(DropReason::Ignored);
         }
-        let hold = if dst.is_multicast() { timing::STICKY_BROADCAST } else { timing::STICKY_UNICAST };
-        match self.table.learn(src, ingress, now, hold) {
-            Learn::HeldElsewhere(_) => return self.drop(DropReason::Sticky),
+        // Where it goes decides how its source is learned, so look first.
+        let out = match dst.is_multicast() {
+            true => None,
+            false => match self.table.lookup(&dst, now, timing::MAC_AGEING) {
+                Answer::Found(p) => Some(p),
+                Answer::Unknown => None,
+            },
+        };
+        let from_group = in_port.kind == Kind::Multicast;
+        let ports = &self.ports;
+        let is_local = |p: PortId| matches!(ports.get(p.0 as usize), Some(Some(Port { kind: Kind::Local, .. })));
+        let to_local = out.is_some_and(is_local);
+        if from_group && self.recent.copy(digest(bytes), ingress, now, true) {
+            return self.drop(DropReason::Sticky);
+        }
+        // Port security (issue 13): the share of the table this port may own.
+        let limit = if in_port.kind == Kind::Local { self.params.local_mac_limit } else { self.params.port_mac_limit };
+        let learned = match out {
+            None => {
+                let hold = if dst.is_multicast() { timing::STICKY_BROADCAST } else { timing::STICKY_UNICAST };
+                self.table.learn_within(src, ingress, now, hold, limit)
+            }
+            Some(_) if to_local => self.table.learn_delivered(src, ingress, now, digest(bytes), limit, is_local),
+            // Also a unicast for an address behind its own ingress (common
+            // on the group): the port carries unicast from its source, and
+            // settles as if it relayed it. Learning from it as from a frame
+            // that ends here (no settling) let bindings swing between the
+            // group and a UDP port fast enough for unicast to go round in
+            // tests/mesh.rs's random meshes with a group.
+            Some(_) => self.table.learn_relayed(src, ingress, now, limit, is_local),
+        };
+        match learned {
+            Learn::PortFull => return self.drop(DropReason::PortMacLimit),
+            Learn::HeldElsewhere(_) | Learn::Copy => return self.drop(DropReason::Sticky),
             Learn::Full => self.stats.table_full += 1,
             Learn::Unheld => {
                 self.stats.table_full += 1;
                 return self.drop(DropReason::NoLoopHold);
             }
             Learn::Moved(_) => self.stats.moved += 1,
+            Learn::Across => {
+                self.stats.across += 1;
+                // Relayed across at most once: a frame back by another way
+                // is going round.
+                if !to_local && self.recent.copy(digest(bytes), ingress, now, true) {
+                    return self.drop(DropReason::Sticky);
+                }
+            }
             Learn::New => {
                 if self.next_sweep.is_none() {
                     self.next_sweep = Some(now + timing::SWEEP_INTERVAL);
@@ -596,18 +759,18 @@ impl Switch {
             }
             Learn::Refreshed => {}
         }
-        if !dst.is_multicast() {
-            if let Answer::Found(out) = self.table.lookup(&dst, now, timing::MAC_AGEING) {
-                if out == ingress {
-                    return self.drop(DropReason::Hairpin);
+        // A frame to its own source goes where the source now is.
+        let out = if dst == src { self.port_of(&dst, now) } else { out };
+        if let Some(out) = out {
+            if out == ingress {
+                return self.drop(DropReason::Hairpin);
+            }
+            if let Some(p) = self.ports.get(out.0 as usize).and_then(Option::as_ref) {
+                if self.ignores(p.decl, src, dst) {
+                    return self.drop(DropReason::Ignored);
                 }
-                if let Some(p) = self.ports.get(out.0 as usize).and_then(Option::as_ref) {
-                    if self.ignores(p.decl, src, dst) {
-                        return self.drop(DropReason::Ignored);
-                    }
-                    self.stats.unicast += 1;
-                    return Decision::Unicast(p.target(out));
-                }
+                self.stats.unicast += 1;
+                return Decision::Unicast(p.target(out));
             }
         }
         self.flood.clear();

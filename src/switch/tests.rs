@@ -7,21 +7,7 @@ use std::time::{Duration, Instant};
 use super::table::{Learn, MacTable};
 use super::*;
 
-/// A virtual clock: one origin, read from the real clock once per test, and
-/// every other instant an offset from it.
-struct Clock(Instant);
-
-impl Clock {
-    fn new() -> Self {
-        Clock(Instant::now())
-    }
-    fn ms(&self, ms: u64) -> Instant {
-        self.0 + Duration::from_millis(ms)
-    }
-    fn s(&self, s: u64) -> Instant {
-        self.0 + Duration::from_secs(s)
-    }
-}
+use crate::testing::Clock;
 
 fn mac(n: u8) -> MacAddr {
     MacAddr([0x02, 0, 0, 0, 0, n])
@@ -747,6 +733,175 @@ fn table_holds_outlast_a_full_table_and_go_with_their_port() {
     assert_eq!(t.learn(mac(3), q, c.0, six), Learn::HeldElsewhere(p));
     t.forget_port(p);
     assert_eq!(t.learn(mac(3), q, c.0, six), Learn::Full);
+}
+
+// ---------------------------------------------------------------------------
+// Where unicast goes in a mesh (issue 14): the binding follows relayed
+// unicast once its port has settled, the local end takes unicast by any
+// port, and copies are known as copies.
+
+/// A switch with a local end and three uplinks.
+fn four_ports(c: &Clock) -> (Switch, PortId, PortId, PortId, PortId) {
+    let (mut sw, l, u1, u2) = three_ports(c, Params::default());
+    let u3 = sw.add_uplink(c.0, addr(3), 2).unwrap();
+    (sw, l, u1, u2, u3)
+}
+
+#[test]
+fn a_relayed_unicast_takes_a_binding_a_broadcast_made() {
+    let c = Clock::new();
+    let (mut sw, _l, u1, u2, u3) = four_ports(&c);
+    let (x, s) = (mac(0xa), mac(0xb));
+    // x's broadcast came first by u1 (a relay), s is behind u3.
+    assert!(matches!(send(&mut sw, c.0, u1, MacAddr::BROADCAST, x), Out::Flood(_)));
+    assert!(matches!(send(&mut sw, c.0, u3, MacAddr::BROADCAST, s), Out::Flood(_)));
+    // x's unicast to s comes straight from x by u2: relayed, and x is
+    // bound to u2 now, although the broadcast's 6 s have not run out.
+    assert_eq!(send(&mut sw, c.ms(10), u2, s, x), Out::To(u3));
+    assert_eq!(sw.port_of(&x, c.ms(10)), Some(u2));
+    assert_eq!(sw.stats().moved, 1);
+    // Replies to x go that way.
+    assert_eq!(send(&mut sw, c.ms(11), u3, x, s), Out::To(u2));
+    // The broadcast's hold still keeps floods from x to the port of its
+    // first copy: a late copy of the broadcast by u2 is not a second one.
+    assert_eq!(send(&mut sw, c.ms(12), u2, MacAddr::BROADCAST, x), Out::Drop(DropReason::Sticky));
+    assert!(matches!(send(&mut sw, c.ms(13), u1, MacAddr::BROADCAST, x), Out::Flood(_)));
+    assert_eq!(sw.port_of(&x, c.ms(13)), Some(u2), "a flood does not move a binding unicast settled");
+}
+
+#[test]
+fn a_port_relaying_unicast_keeps_its_binding_while_it_settles() {
+    let c = Clock::new();
+    let (mut sw, _l, u1, u2, u3) = four_ports(&c);
+    let (x, s) = (mac(0xa), mac(0xb));
+    send(&mut sw, c.0, u3, MacAddr::BROADCAST, s);
+    // x's unicast to s is relayed from u1.
+    assert_eq!(send(&mut sw, c.ms(100), u1, s, x), Out::To(u3));
+    // Another of x's frames comes by u2 within 500 ms: relayed (a second
+    // path, not a loop), and nothing learned.
+    let mut f = frame(s, x);
+    f[14] = 1;
+    assert_eq!(send_bytes(&mut sw, c.ms(599), u2, &f), Out::To(u3));
+    assert_eq!(sw.port_of(&x, c.ms(599)), Some(u1));
+    assert_eq!((sw.stats().across, sw.stats().moved), (1, 0));
+    // 500 ms after the last one by u1, the next by u2 takes the binding.
+    f[14] = 2;
+    assert_eq!(send_bytes(&mut sw, c.ms(600), u2, &f), Out::To(u3));
+    assert_eq!(sw.port_of(&x, c.ms(600)), Some(u2));
+    assert_eq!(sw.stats().moved, 1);
+    assert_eq!(send(&mut sw, c.ms(601), u3, x, s), Out::To(u2));
+}
+
+#[test]
+fn a_frame_relayed_across_once_is_not_relayed_across_again() {
+    let c = Clock::new();
+    let (mut sw, _l, u1, u2, u3) = four_ports(&c);
+    let (x, s) = (mac(0xa), mac(0xb));
+    send(&mut sw, c.0, u3, MacAddr::BROADCAST, s);
+    let mut f = frame(s, x);
+    assert_eq!(send_bytes(&mut sw, c.ms(1), u1, &f), Out::To(u3));
+    f[14] = 1;
+    assert_eq!(send_bytes(&mut sw, c.ms(2), u2, &f), Out::To(u3));
+    // The same frame back by another way is going round: dropped.
+    assert_eq!(send_bytes(&mut sw, c.ms(3), u2, &f), Out::Drop(DropReason::Sticky));
+    assert_eq!(sw.stats().across, 2);
+}
+
+#[test]
+fn the_local_end_takes_unicast_by_any_port() {
+    let c = Clock::new();
+    let (mut sw, l, u1, u2, _u3) = four_ports(&c);
+    let (h, x, y) = (mac(0x1), mac(0xa), mac(0xb));
+    send(&mut sw, c.0, l, MacAddr::BROADCAST, h);
+    send(&mut sw, c.0, u1, MacAddr::BROADCAST, x);
+    send(&mut sw, c.0, u1, MacAddr::BROADCAST, y);
+    // x's unicast for the host comes by u2, not by the broadcast's u1:
+    // delivered, and (no relayed unicast from x settles u1) x moves there.
+    assert_eq!(send(&mut sw, c.ms(10), u2, h, x), Out::To(l));
+    assert_eq!(sw.port_of(&x, c.ms(10)), Some(u2));
+    // y's unicast is being relayed by u1 (to x, now behind u2)...
+    assert_eq!(send(&mut sw, c.ms(20), u1, x, y), Out::To(u2));
+    // ...so y's unicast for the host by u2 is delivered, and y stays on u1.
+    assert_eq!(send(&mut sw, c.ms(21), u2, h, y), Out::To(l));
+    assert_eq!(sw.port_of(&y, c.ms(21)), Some(u1));
+    assert_eq!(sw.stats().across, 1);
+}
+
+#[test]
+fn a_copy_of_a_frame_for_the_local_end_by_another_port_is_dropped() {
+    let c = Clock::new();
+    let (mut sw, l, u1, u2, u3) = four_ports(&c);
+    let (h, x) = (mac(0x1), mac(0xa));
+    send(&mut sw, c.0, l, MacAddr::BROADCAST, h);
+    send(&mut sw, c.0, u1, MacAddr::BROADCAST, x);
+    // A unicast x's switch flooded arrives by every port it was flooded to.
+    let f = frame(h, x);
+    assert_eq!(send_bytes(&mut sw, c.ms(1), u2, &f), Out::To(l));
+    assert_eq!(send_bytes(&mut sw, c.ms(2), u1, &f), Out::Drop(DropReason::Sticky));
+    assert_eq!(send_bytes(&mut sw, c.ms(3), u3, &f), Out::Drop(DropReason::Sticky));
+    // The same bytes again by the same port are news (a retransmission),
+    // and so are they by another port once the settling time is over.
+    assert_eq!(send_bytes(&mut sw, c.ms(4), u2, &f), Out::To(l));
+    assert_eq!(send_bytes(&mut sw, c.ms(504), u1, &f), Out::To(l));
+}
+
+#[test]
+fn the_local_ends_own_addresses_are_not_taken_by_remotes_while_held() {
+    let c = Clock::new();
+    let (mut sw, l, u1, u2, _u3) = four_ports(&c);
+    let (h, s) = (mac(0x1), mac(0xb));
+    send(&mut sw, c.0, l, MacAddr::BROADCAST, h);
+    send(&mut sw, c.0, u2, MacAddr::BROADCAST, s);
+    // The host's own address, from a remote: a reflection or a forgery.
+    assert_eq!(send(&mut sw, c.ms(10), u1, s, h), Out::Drop(DropReason::Sticky));
+    assert_eq!(send(&mut sw, c.ms(10), u1, MacAddr::BROADCAST, h), Out::Drop(DropReason::Sticky));
+    assert_eq!(sw.port_of(&h, c.ms(10)), Some(l));
+    // After its 6 s hold it may move (the host moved), as before.
+    assert_eq!(send(&mut sw, c.ms(6_100), u1, s, h), Out::To(u2));
+    assert_eq!(sw.port_of(&h, c.ms(6_100)), Some(u1));
+}
+
+#[test]
+fn copies_from_the_multicast_group_are_dropped() {
+    let c = Clock::new();
+    let mut sw = Switch::new(Params::default());
+    let l = sw.add_local(c.0);
+    let g = sw.add_multicast(c.0, 0).unwrap();
+    let u = sw.add_uplink(c.0, addr(1), 1).unwrap();
+    let x = mac(0xa);
+    // Two members relayed one broadcast into the group: one port, twice.
+    let f = frame(MacAddr::BROADCAST, x);
+    assert_eq!(send_bytes(&mut sw, c.ms(1), g, &f), Out::Flood(vec![l, u]));
+    assert_eq!(send_bytes(&mut sw, c.ms(30), g, &f), Out::Drop(DropReason::Sticky));
+    // Another frame from the same source is news.
+    let mut f2 = f;
+    f2[14] = 1;
+    assert_eq!(send_bytes(&mut sw, c.ms(31), g, &f2), Out::Flood(vec![l, u]));
+    // So is the first once the settling time is over.
+    assert_eq!(send_bytes(&mut sw, c.ms(501), g, &f), Out::Flood(vec![l, u]));
+}
+
+#[test]
+fn table_answers_for_relayed_and_delivered_unicast() {
+    let c = Clock::new();
+    let mut t = MacTable::new(4);
+    let (l, p, q) = (PortId(0), PortId(1), PortId(2));
+    let local = |x: PortId| x == l;
+    let six = timing::STICKY_BROADCAST;
+    assert_eq!(t.learn(mac(1), p, c.0, six), Learn::New);
+    assert_eq!(t.learn_relayed(mac(1), q, c.ms(1), usize::MAX, local), Learn::Moved(p));
+    assert_eq!(t.learn_relayed(mac(1), p, c.ms(2), usize::MAX, local), Learn::Across);
+    assert_eq!(t.learn_relayed(mac(1), q, c.ms(3), usize::MAX, local), Learn::Refreshed);
+    assert_eq!(t.learn_delivered(mac(1), p, c.ms(4), 1, usize::MAX, local), Learn::Across);
+    // The same frame again by another port: a copy.
+    assert_eq!(t.learn_delivered(mac(1), q, c.ms(5), 1, usize::MAX, local), Learn::Copy);
+    assert_eq!(t.learn_relayed(mac(1), p, c.ms(503), usize::MAX, local), Learn::Moved(q));
+    assert_eq!(t.learn_delivered(mac(1), q, c.ms(1_100), 2, usize::MAX, local), Learn::Moved(p));
+    // Floods: by the port of the first copy only, for the whole hold.
+    assert_eq!(t.learn(mac(1), q, c.ms(1_101), six), Learn::HeldElsewhere(p));
+    assert_eq!(t.learn(mac(2), l, c.0, six), Learn::New);
+    assert_eq!(t.learn_relayed(mac(2), p, c.ms(1), usize::MAX, local), Learn::HeldElsewhere(l));
+    assert_eq!(t.learn_delivered(mac(2), p, c.ms(1), 3, usize::MAX, local), Learn::HeldElsewhere(l));
 }
 
 // ---------------------------------------------------------------------------

@@ -127,6 +127,9 @@ pub struct Host {
 struct InFlight {
     at: Duration,
     seq: u64,
+    /// Links crossed so far, this one included (not on the wire: the
+    /// driver's own bookkeeping, to bound how far a frame travels).
+    hops: u32,
     to: usize,
     chan: usize,
     from_host: usize,
@@ -153,6 +156,19 @@ pub struct Tally {
     pub unrouted: usize,
     /// Datagrams lost by the links.
     pub lost: usize,
+    /// Every distinct non-heartbeat payload carried: how many datagrams
+    /// carried it and the most links one copy of it crossed.
+    pub frames: BTreeMap<Vec<u8>, Carried>,
+}
+
+/// What the network did with one payload (one frame, on plain channels).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Carried {
+    /// Datagrams that carried it, over all links (a multicast datagram
+    /// counts once per member that heard it).
+    pub datagrams: usize,
+    /// The most links one copy crossed from where it entered the network.
+    pub max_hops: u32,
 }
 
 impl Tally {
@@ -167,7 +183,9 @@ impl Tally {
     }
 }
 
-/// A tap on the wire: every datagram that crossed a link, for replays.
+/// A tap on the wire: every datagram that crossed a link, for replays (a
+/// multicast datagram once per member that heard it, to that member's
+/// address, from the sender's group address).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Captured {
     pub from: SocketAddr,
@@ -183,12 +201,19 @@ pub struct Net {
     in_flight: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     pub default_link: Link,
+    /// The time a host takes to send one datagram: the k-th datagram of one
+    /// flush leaves k times this after the first (a real sender's copies of
+    /// a flood go out one after another). Zero unless a test sets it.
+    pub send_spacing: Duration,
     links: HashMap<(usize, usize), Link>,
     pub rng: Rng,
     pub tally: Tally,
     pub capture: Vec<Captured>,
     pub capturing: bool,
     buf: Vec<u8>,
+    /// The hop count of what the host being flushed plans: one more than
+    /// the datagram it is handling, 1 for what its own end or a timer made.
+    hops: u32,
 }
 
 /// The material of a named key file, for [`Net::add`].
@@ -204,12 +229,14 @@ impl Net {
             in_flight: BinaryHeap::new(),
             seq: 0,
             default_link: Link::default(),
+            send_spacing: Duration::ZERO,
             links: HashMap::new(),
             rng: Rng::new(seed),
             tally: Tally::default(),
             capture: Vec::new(),
             capturing: false,
             buf: vec![0u8; 70_000],
+            hops: 1,
         }
     }
 
@@ -308,13 +335,17 @@ impl Net {
         let mut buf = frame.to_vec();
         let len = buf.len();
         self.hosts[i].node.handle_input(now, LOCAL, None, &mut buf, 0..len);
+        self.hops = 1;
         self.flush(i);
     }
 
     /// Puts a datagram on the wire from `from` to `to`, as anybody could.
     pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
         match self.hosts.iter().position(|h| h.addr == to) {
-            Some(j) => self.schedule(j, UDP, usize::MAX, from, payload.to_vec(), Duration::ZERO),
+            Some(j) => {
+                self.hops = 0;
+                self.schedule(j, UDP, usize::MAX, from, payload.to_vec(), Duration::ZERO)
+            }
             None => self.tally.unrouted += 1,
         }
     }
@@ -329,7 +360,7 @@ impl Net {
         delay: Duration,
     ) {
         self.seq += 1;
-        let f = InFlight { at: self.now + delay, seq: self.seq, to, chan, from_host, from, payload };
+        let f = InFlight { at: self.now + delay, seq: self.seq, hops: self.hops, to, chan, from_host, from, payload };
         self.in_flight.push(Reverse(f));
     }
 
@@ -369,6 +400,7 @@ impl Net {
             .unwrap();
         let name = self.hosts[i].name.clone();
         let from = self.hosts[i].addr;
+        let mut queued = Duration::ZERO;
         for (chan, to, payload) in out {
             match chan {
                 LOCAL => self.tally.local.entry(name.clone()).or_default().push(payload),
@@ -381,11 +413,15 @@ impl Net {
                     if self.capturing {
                         self.capture.push(Captured { from, to, payload: payload.clone() });
                     }
+                    let spacing = queued;
+                    queued += self.send_spacing;
                     for delay in self.carry(i, j) {
+                        let delay = delay + spacing;
                         if is_heartbeat(&payload) {
                             self.tally.heartbeats += 1;
                         } else {
                             *self.tally.links.entry((name.clone(), self.hosts[j].name.clone())).or_default() += 1;
+                            self.count_frame(&payload);
                         }
                         self.schedule(j, UDP, i, from, payload.clone(), delay);
                     }
@@ -400,6 +436,11 @@ impl Net {
                         for delay in delays {
                             if j != i {
                                 *self.tally.links.entry((name.clone(), self.hosts[j].name.clone())).or_default() += 1;
+                                self.count_frame(&payload);
+                                if self.capturing {
+                                    let to = self.hosts[j].addr;
+                                    self.capture.push(Captured { from: own, to, payload: payload.clone() });
+                                }
                             }
                             self.schedule(j, GROUP, i, own, payload.clone(), delay);
                         }
@@ -408,6 +449,16 @@ impl Net {
                 other => panic!("a payload planned for channel {other}"),
             }
         }
+    }
+
+    fn count_frame(&mut self, payload: &[u8]) {
+        let hops = self.hops;
+        let c = match self.tally.frames.get_mut(payload) {
+            Some(c) => c,
+            None => self.tally.frames.entry(payload.to_vec()).or_default(),
+        };
+        c.datagrams += 1;
+        c.max_hops = c.max_hops.max(hops);
     }
 
     /// When the next thing happens: an arrival or a timer.
@@ -438,12 +489,14 @@ impl Net {
                 let len = f.payload.len();
                 self.buf[..len].copy_from_slice(&f.payload);
                 self.hosts[f.to].node.handle_input(now, f.chan, Some(f.from), &mut self.buf, 0..len);
+                self.hops = f.hops + 1;
                 self.flush(f.to);
             } else {
                 for i in 0..self.hosts.len() {
                     let now = self.now_of(i);
                     if self.hosts[i].node.poll_timeout().is_some_and(|t| t <= now.mono) {
                         self.hosts[i].node.handle_timeout(now);
+                        self.hops = 1;
                         self.flush(i);
                     }
                 }
@@ -457,6 +510,7 @@ impl Net {
         for i in 0..self.hosts.len() {
             let now = self.now_of(i);
             self.hosts[i].node.handle_timeout(now);
+            self.hops = 1;
             self.flush(i);
         }
         self.run_for(Duration::from_millis(100));
