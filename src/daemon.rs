@@ -479,8 +479,9 @@ impl Daemon {
                 self.flush(now)?;
             }
         }
-        if self.node.take_offload_trouble() {
-            self.chans[id].offload_refused();
+        let trouble = self.node.take_offload_trouble();
+        if trouble.any() {
+            self.chans[id].offload_refused(trouble);
         }
         self.flush(now)
     }

@@ -79,7 +79,8 @@ pub trait Channel {
     }
 
     /// The node could not use something this channel handed it under its
-    /// offloads (a super-frame it cannot split): scale them back so the
-    /// kernel does that work itself from now on.
-    fn offload_refused(&mut self) {}
+    /// offloads (a super-frame it cannot split, a partial checksum it
+    /// cannot complete): scale them back so the kernel does that work
+    /// itself from now on.
+    fn offload_refused(&mut self, _trouble: crate::offload::Trouble) {}
 }

@@ -17,8 +17,8 @@
 //! crate still opens the tap the plain way (one frame per read and write, no
 //! header) when the kernel refuses `IFF_VNET_HDR`. Offloads are scaled back
 //! at run time, never silently: when the node could not split what the tap
-//! handed it ([`Channel::offload_refused`]) TCP segmentation goes off, and
-//! then checksum offload; when the kernel refuses our super-frames
+//! handed it ([`Channel::offload_refused`]) TCP segmentation goes off for a
+//! super-frame, checksum offload too for an ordinary frame; when the kernel refuses our super-frames
 //! (`EINVAL`) their frames are written one by one, and after a few such
 //! refusals we stop joining. At exit the offloads are switched off again,
 //! so the next user of a persistent tap (vde_plug, say) gets ordinary frames.
@@ -43,7 +43,7 @@ use tun_tap::{Iface, Mode};
 
 use super::batch::{ReadOne, RxPool, MAX_READ};
 use super::{Channel, Datagram, Rx, SendReport, MAX_PAYLOAD};
-use crate::offload::{Coalescer, Output, TapState, VnetHdrSize, MAX_SUPER_FRAME};
+use crate::offload::{Coalescer, Output, TapState, Trouble, VnetHdrSize, MAX_SUPER_FRAME};
 use crate::sys::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
 
 /// The virtio-net header we ask for: the basic 10 bytes.
@@ -395,15 +395,17 @@ impl Channel for TapChannel {
         self.offload.as_ref().map(|o| TapState { coalesce: o.coalescer.counters.clone(), ..o.state.clone() })
     }
 
-    /// TCP segmentation goes off first (the kernel then cuts super-frames
-    /// itself); if what it hands us still cannot be used, checksum offload
-    /// goes too, and the tap gives ordinary, complete frames.
-    fn offload_refused(&mut self) {
+    /// A super-frame that could not be cut switches TCP segmentation off
+    /// (the kernel then cuts super-frames itself); one that arrives after
+    /// that was queued before and changes nothing more. An ordinary frame
+    /// that could not be used switches checksum offload off too, and the
+    /// tap gives ordinary, complete frames.
+    fn offload_refused(&mut self, trouble: Trouble) {
         let Some(o) = self.offload.as_mut() else { return };
-        let (flags, what) = if o.state.tso {
+        let (flags, what) = if trouble.frame && (o.state.checksum || o.state.tso) {
+            (0, "checksum and TCP segmentation offload")
+        } else if trouble.super_frame && o.state.tso {
             (TUN_F_CSUM, "TCP segmentation offload")
-        } else if o.state.checksum {
-            (0, "checksum offload")
         } else {
             return;
         };

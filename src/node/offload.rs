@@ -25,7 +25,7 @@ use log::{trace, warn};
 
 use super::{Node, HEARTBEAT_MAX};
 use crate::crypto::Kind;
-use crate::offload::{FromTap, Segmenter, SplitCounters, Splitter, VnetHdrSize};
+use crate::offload::{FromTap, Segmenter, SplitCounters, Splitter, Trouble, VnetHdrSize};
 use crate::plan::HEADROOM;
 use crate::ratelimit::Every;
 use crate::switch::{DropReason, Forward, PortId, Target};
@@ -38,8 +38,8 @@ pub(super) struct TapSplit {
     /// The segments of the super-frame being planned, as arena ranges;
     /// grows to the most segments one super-frame made, never per frame.
     segs: Vec<Range<usize>>,
-    /// Something could not be split since the shell last asked.
-    trouble: bool,
+    /// What could not be split since the shell last asked.
+    trouble: Trouble,
     log: Every,
 }
 
@@ -50,7 +50,7 @@ impl Node {
         self.tap = Some(TapSplit {
             splitter: Splitter::new(size),
             segs: Vec::with_capacity(64),
-            trouble: false,
+            trouble: Trouble::default(),
             log: Every::new(Duration::from_secs(10)),
         });
     }
@@ -60,20 +60,27 @@ impl Node {
         self.tap.as_ref().map(|t| &t.splitter.counters)
     }
 
-    /// True once after something the tap handed over could not be split:
-    /// the shell should then scale the tap's offloads back.
-    pub fn take_offload_trouble(&mut self) -> bool {
-        self.tap.as_mut().is_some_and(|t| std::mem::take(&mut t.trouble))
+    /// What the tap handed over that could not be split, once: the shell
+    /// scales the tap's offloads back by it.
+    pub fn take_offload_trouble(&mut self) -> Trouble {
+        self.tap.as_mut().map(|t| std::mem::take(&mut t.trouble)).unwrap_or_default()
     }
 
     /// One read from a tap with offloads: the header and the frame.
     pub(super) fn forward_from_tap(&mut self, now: super::Now, ingress: PortId, read: &mut [u8]) {
         let Some(tap) = self.tap.as_mut() else { return };
+        // The GSO type byte, read before the frame is borrowed: a refused
+        // super-frame and a refused ordinary frame scale back differently.
+        let gso = read.get(1).is_some_and(|t| t & 0x7f != 0);
         match tap.splitter.handle(read) {
             Ok(FromTap::Frame(frame)) => self.forward(now, ingress, frame),
             Ok(FromTap::Segments(segments)) => self.forward_super_frame(now, ingress, segments),
             Err(refusal) => {
-                tap.trouble = true;
+                if gso {
+                    tap.trouble.super_frame = true;
+                } else {
+                    tap.trouble.frame = true;
+                }
                 if let Some(s) = tap.log.check(now.mono, &mut self.logs.budget) {
                     warn!("dropped a {}-byte read from the tap that cannot be split: {refusal}{s}", read.len());
                 }
@@ -268,7 +275,7 @@ mod tests {
         }
         let c = n.split_counters().unwrap();
         assert_eq!((c.super_frames, c.segments), (1, 5));
-        assert!(!n.take_offload_trouble());
+        assert!(!n.take_offload_trouble().any());
     }
 
     /// A read that cannot be split plans nothing, is counted, and asks the
@@ -284,8 +291,15 @@ mod tests {
         n.handle_input(now, LOCAL, None, &mut r, 0..len);
         assert!(planned(&mut n, now).is_empty());
         assert_eq!(n.split_counters().unwrap().refused(crate::offload::Refusal::GsoTypeMismatch), 1);
-        assert!(n.take_offload_trouble());
-        assert!(!n.take_offload_trouble(), "once per refusal");
+        assert_eq!(n.take_offload_trouble(), Trouble { super_frame: true, frame: false });
+        assert!(!n.take_offload_trouble().any(), "once per refusal");
+        // An ordinary frame whose partial checksum points past its end.
+        let mut bad = vec![1u8, 0, 0, 0, 0, 0, 200, 0, 16, 0];
+        bad.extend_from_slice(&crate::testing::frame([0xff; 6], [2, 0, 0, 0, 0, 1], 100, 9));
+        let len = bad.len();
+        n.handle_input(now, LOCAL, None, &mut bad, 0..len);
+        assert_eq!(n.take_offload_trouble(), Trouble { super_frame: false, frame: true });
+        assert!(planned(&mut n, now).is_empty());
         let mut plain = vec![0u8; VNET.len()];
         plain.extend_from_slice(&crate::testing::frame([0xff; 6], [2, 0, 0, 0, 0, 1], 100, 9));
         let len = plain.len();

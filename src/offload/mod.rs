@@ -32,6 +32,24 @@ pub use coalesce::{
 pub use split::{complete_checksum, from_tap, FromTap, Refusal, Segmenter, SplitCounters, Splitter, TooSmall};
 pub use vnet::{Gso, VnetError, VnetHdr, VnetHdrSize};
 
+/// What the tap handed over that could not be used, since the shell last
+/// asked: the tap's offloads are scaled back by what it was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trouble {
+    /// A super-frame (GSO) could not be cut: segmentation offload must go.
+    pub super_frame: bool,
+    /// An ordinary frame's partial checksum could not be completed (or its
+    /// header not read): checksum offload must go too.
+    pub frame: bool,
+}
+
+impl Trouble {
+    /// True if anything went wrong.
+    pub fn any(self) -> bool {
+        self.super_frame || self.frame
+    }
+}
+
 /// What a tap channel with offloads reports: which offloads are on now,
 /// and what its writes towards the tap did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
