@@ -124,8 +124,9 @@ print("sent", sent, "heartbeats and", bcasts, "broadcasts", flush=True)
 /// (`192.0.2.0/24` and `10.0.0.0/8`) and a real client's tunnel through it.
 /// Forged heartbeats from 50 000 sources in 10.0.0.0/8 and 100 forged
 /// broadcasts a second arrive from a third namespace; the real tunnel's
-/// pings lose nothing and their median round trip stays within twice the
-/// one measured before the attack, and the server writes a few log lines.
+/// pings lose nothing and are not held up (their median round trip stays
+/// under 50 ms, where the build before the guard took seconds), and the
+/// server writes a few log lines.
 #[test]
 fn forged_heartbeats_and_broadcasts_cost_a_real_tunnel_nothing() {
     if !privileged("forged_heartbeats_and_broadcasts_cost_a_real_tunnel_nothing") {
@@ -183,8 +184,12 @@ fn forged_heartbeats_and_broadcasts_cost_a_real_tunnel_nothing() {
         line.trim()
     );
     assert_eq!(under.lost(), 0, "pings lost under the attack\n{log}");
+    // Not a speed bound (bench/soak measures that): the build before the
+    // guard delayed these pings by seconds (a 4.5 s median) while its log
+    // and admission spun; the sibling tests share the two cores, so
+    // anything within tens of milliseconds is the machine, not the attack.
     assert!(
-        under.median() <= 2.0 * baseline.median(),
+        under.median() <= 50.0,
         "median round trip {:.3} ms under the attack, {:.3} ms before",
         under.median(),
         baseline.median()
