@@ -190,6 +190,14 @@ pub struct Mmsg {
     cmsgs: Vec<[u64; 4]>,
     /// Datagrams in each header of the call under way.
     counts: Vec<usize>,
+    /// The receive buffers the headers point at (`store` address and
+    /// length, slot size, offset, headers used), set when they were last
+    /// pointed there: a receive into the same buffers only resets what the
+    /// kernel wrote.
+    recv_layout: Option<(usize, usize, usize, usize, usize)>,
+    /// Headers the last receive may have written to: only these are reset,
+    /// so a lone datagram costs a few cache lines, not the whole batch's.
+    recv_dirty: usize,
     /// Whether equal-sized datagrams to one peer go out as one segmented
     /// send (`UDP_SEGMENT`); switched off for good if the kernel refuses.
     gso: bool,
@@ -232,6 +240,8 @@ impl Mmsg {
             dests: vec![unspecified; n],
             cmsgs: vec![[0u64; 4]; n],
             counts: vec![0; n],
+            recv_layout: None,
+            recv_dirty: 0,
             gso: true,
         }
     }
@@ -251,22 +261,40 @@ impl Mmsg {
     ) -> io::Result<usize> {
         assert!(offset < slot, "receive offset inside the slot");
         let n = (store.len() / slot).min(self.hdrs.len()).min(meta.len());
-        for i in 0..n {
-            let buf = &mut store[i * slot + offset..(i + 1) * slot];
-            self.iovs[i] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let layout = (store.as_ptr() as usize, store.len(), slot, offset, n);
+        // Pointing every header at its buffers touches the whole batch's
+        // headers; a send through this Mmsg repoints them too. Done again
+        // only when the buffers changed; otherwise only the fields the
+        // kernel writes back (name and control lengths, flags) are reset, in
+        // the headers the last receive filled.
+        let reset = if self.recv_layout == Some(layout) {
+            self.recv_dirty.min(n)
+        } else {
+            for i in 0..n {
+                let buf = &mut store[i * slot + offset..(i + 1) * slot];
+                self.iovs[i] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+                let h = &mut self.hdrs[i];
+                h.msg_hdr.msg_name = (&mut self.sources[i] as *mut SockAddrStorage).cast();
+                h.msg_hdr.msg_iov = &mut self.iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            }
+            self.recv_layout = Some(layout);
+            n
+        };
+        for i in 0..reset {
             let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&mut self.sources[i] as *mut SockAddrStorage).cast();
             h.msg_hdr.msg_namelen = self.sources[i].size_of();
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
             h.msg_hdr.msg_controllen = std::mem::size_of::<[u64; 4]>();
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
-        // SAFETY: the first n headers point at n disjoint regions of `store`,
-        // exclusively borrowed for this call, and at address slots of the
-        // sizes given; the kernel writes only within them.
+        // Until the call returns, any header may have been written.
+        self.recv_dirty = n;
+        // SAFETY: the first n headers point at n disjoint regions of `store`
+        // (the same buffer, slot size and offset they were last pointed at,
+        // checked above), exclusively borrowed for this call, and at address
+        // slots of the sizes given; the kernel writes only within them.
         let r = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
@@ -280,6 +308,8 @@ impl Mmsg {
             return Err(io::Error::last_os_error());
         }
         let got = r as usize;
+        // The kernel writes back only the headers of the messages it returns.
+        self.recv_dirty = got;
         for ((m, h), addr) in meta.iter_mut().zip(&self.hdrs).zip(&self.sources).take(got) {
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let len = if truncated { usize::MAX } else { h.msg_len as usize };
@@ -313,6 +343,8 @@ impl Mmsg {
         msgs: &[Datagram],
         map: impl Fn(SocketAddr) -> SocketAddr,
     ) -> io::Result<(usize, usize)> {
+        // The headers are repointed at what is sent.
+        self.recv_layout = None;
         let mut sent = 0;
         let mut failed = 0;
         let mut at = 0;

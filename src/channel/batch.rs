@@ -237,6 +237,40 @@ mod tests {
         assert!(coalesced, "a segmented send to a UDP_GRO socket arrives as one message");
     }
 
+    /// The receive headers are pointed at the slots once and only the slots
+    /// a batch filled are reset for the next: batches of every size, from
+    /// two peers of two families, each get their own sources and lengths.
+    #[test]
+    fn slots_reused_by_later_batches_report_their_own_sources_and_lengths() {
+        let mut rx = UdpChannel::bind(0, false, 8).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let v6 = UdpSocket::bind("[::1]:0").unwrap();
+        let mut pool = RxPool::new(4);
+        let rounds: [&[(bool, usize)]; 5] = [
+            &[(false, 100), (false, 200), (false, 300)],
+            &[(true, 5)],
+            &[(true, 1400), (false, 0), (true, 7), (false, 9000), (true, 64), (false, 1)],
+            &[(false, 2)],
+            &[(true, 3), (true, 4)],
+        ];
+        for (r, round) in rounds.iter().enumerate() {
+            let mut want = Vec::new();
+            for (i, &(six, len)) in round.iter().enumerate() {
+                let payload = vec![(r * 16 + i) as u8; len];
+                let (sock, to) = if six {
+                    (&v6, SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)))
+                } else {
+                    (&v4, SocketAddr::from(([127, 0, 0, 1], port)))
+                };
+                sock.send_to(&payload, to).unwrap();
+                want.push((sock.local_addr().unwrap(), payload));
+            }
+            let (got, _) = recv_payloads(&mut rx, &mut pool, want.len());
+            assert_eq!(got, want, "round {r}");
+        }
+    }
+
     #[test]
     fn empty_datagrams_are_one_payload_and_cut_ones_none() {
         let empty = RecvMeta { len: 0, from: None, segment: 0 };
