@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hash;
 pub mod mac;
 pub mod node;
 pub mod notify;

@@ -33,7 +33,9 @@
 //! }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::Map;
 use std::fmt;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
@@ -161,7 +163,7 @@ impl LogBudget {
 /// from this site, and the [`LogBudget`] bounds that further).
 #[derive(Debug)]
 pub struct PerKey<K> {
-    seen: HashMap<K, Instant>,
+    seen: Map<K, Instant>,
     /// `seen`'s keys in the order they were logged, which is the order of
     /// their times, so the expired ones are always at the front. A key
     /// logged again leaves an outdated entry behind, skipped when popped.
@@ -175,7 +177,7 @@ impl<K: Hash + Eq + Clone> PerKey<K> {
     /// A limiter of one event per key per `period`, remembering at most
     /// `cap` keys.
     pub fn new(period: Duration, cap: usize) -> Self {
-        PerKey { seen: HashMap::new(), order: VecDeque::new(), period, cap, suppressed: 0 }
+        PerKey { seen: Map::default(), order: VecDeque::new(), period, cap, suppressed: 0 }
     }
 
     /// Whether an event for `key` at `now` may be logged, by this limiter

@@ -8,7 +8,7 @@
 //! decryption, and only after the tag verified: mark the replay window,
 //! accept a new session. A datagram that fails any step changes nothing.
 
-use std::collections::HashMap;
+use crate::hash::Map;
 use std::fmt;
 use std::ops::Range;
 
@@ -112,7 +112,7 @@ struct Peer {
 /// The receiving side of one key file.
 pub struct Opener {
     master: MasterKey,
-    sessions: HashMap<SessionId, Peer>,
+    sessions: Map<SessionId, Peer>,
     max_sessions: usize,
     /// Counts accepted datagrams; orders sessions by last use.
     tick: u64,
@@ -132,7 +132,7 @@ impl Opener {
     /// An opener that remembers at most `max_sessions` sender sessions (at
     /// least 1).
     pub fn new(master: &MasterKey, max_sessions: usize) -> Opener {
-        Opener { master: master.clone(), sessions: HashMap::new(), max_sessions: max_sessions.max(1), tick: 0 }
+        Opener { master: master.clone(), sessions: Map::default(), max_sessions: max_sessions.max(1), tick: 0 }
     }
 
     /// Checks and decrypts one keyed datagram in place. `now_unix` is the

@@ -40,7 +40,7 @@
 //! allocates per datagram or per frame. Each refusal is a [`DropReason`]
 //! the node counts.
 
-use std::collections::HashMap;
+use crate::hash::Map;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -245,7 +245,7 @@ pub struct Guard {
     prefixes: Box<[PrefixSlot]>,
     /// The remotes made on demand, with their declaration and port, so
     /// that one going stale frees its place under the cap.
-    admitted: HashMap<SocketAddr, (DeclId, PortId)>,
+    admitted: Map<SocketAddr, (DeclId, PortId)>,
     /// The instant the buckets' times count from: the first one seen.
     epoch: Option<Instant>,
     /// The last instant turned into bucket time, and what it became: the
@@ -282,7 +282,7 @@ impl Guard {
             limits,
             decls,
             prefixes: vec![PrefixSlot::default(); PREFIX_SLOTS].into_boxed_slice(),
-            admitted: HashMap::new(),
+            admitted: Map::default(),
             epoch: None,
             last: None,
             flood: vec![Bucket::default(); ports],

@@ -11,11 +11,12 @@
 pub mod recent;
 pub mod table;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::hash::Map;
 use crate::mac::{Frame, MacAddr};
 use recent::{digest, Recent};
 use table::{Answer, Learn, MacTable, DEFAULT_LOCAL_MAC_LIMIT, DEFAULT_PORT_MAC_LIMIT};
@@ -406,7 +407,7 @@ pub struct Switch {
     free: Vec<u32>,
     live: usize,
     locals: usize,
-    by_addr: HashMap<SocketAddr, PortId>,
+    by_addr: Map<SocketAddr, PortId>,
     table: MacTable,
     params: Params,
     flood: Vec<Target>,
@@ -426,7 +427,7 @@ impl Switch {
             free: Vec::new(),
             live: 0,
             locals: 0,
-            by_addr: HashMap::new(),
+            by_addr: Map::default(),
             table: MacTable::new(params.mac_capacity),
             params,
             flood: Vec::new(),

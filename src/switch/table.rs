@@ -64,7 +64,7 @@
 //! dropped, and one that returns later than that (longer than any path
 //! through the virtual network takes) does not exist.
 
-use std::collections::HashMap;
+use crate::hash::{Map, Seeded};
 use std::time::{Duration, Instant};
 
 use super::timing::{SETTLE, STICKY_UNICAST};
@@ -192,7 +192,7 @@ struct Hold {
 /// The bounded table.
 #[derive(Debug)]
 pub struct MacTable {
-    map: HashMap<MacAddr, Binding>,
+    map: Map<MacAddr, Binding>,
     capacity: usize,
     holds: Box<[Option<Hold>]>,
     /// Entries bound to each port, by port id.
@@ -219,7 +219,7 @@ impl MacTable {
     /// the doubled room the table is never more than half full.
     pub fn new(capacity: usize) -> Self {
         MacTable {
-            map: HashMap::with_capacity(capacity.saturating_mul(2)),
+            map: Map::with_capacity_and_hasher(capacity.saturating_mul(2), Seeded::default()),
             capacity,
             holds: vec![None; HOLD_SLOTS].into_boxed_slice(),
             owned: Vec::new(),
