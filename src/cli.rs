@@ -24,6 +24,9 @@ pub enum Invocation {
         /// How to print it.
         format: StatusFormat,
     },
+    /// Switch off the offloads a killed rrqnet left on a persistent tap
+    /// (`--release-tap NAME`).
+    ReleaseTap(String),
 }
 
 /// How `rrqnet --status` prints what it read.
@@ -64,7 +67,12 @@ Watching a running rrqnet (additions to the manual's grammar):
   rrqnet --status PATH [--json|--prometheus]
                          print a running rrqnet's status (a table by default)
   SIGUSR1 or SIGUSR2     the daemon writes a status dump to stderr
-  SIGHUP                 logged and ignored; SIGTERM and SIGINT end the daemon";
+  SIGHUP                 logged and ignored; SIGTERM and SIGINT end the daemon
+
+rrqnet --release-tap NAME
+  switches off the offloads of the persistent tap NAME, as rrqnet does when it
+  exits: for a tap whose rrqnet was killed (SIGKILL), before another program
+  (vde_plug, QEMU) opens it";
 
 /// The close-to-argv stage. Option values may start with '-', as with getopt:
 /// `-t -` is stdio and `-B -1` is a bad count, not a missing value.
@@ -136,6 +144,14 @@ fn command() -> Command {
                 .help("Print the status of the rrqnet serving this socket, then exit"),
         )
         .arg(
+            Arg::new("release-tap")
+                .long("release-tap")
+                .value_name("NAME")
+                .action(ArgAction::Set)
+                .conflicts_with_all(["status", "tap", "status-socket", "user"])
+                .help("Switch off the offloads a killed rrqnet left on this persistent tap, then exit"),
+        )
+        .arg(
             Arg::new("json")
                 .long("json")
                 .action(ArgAction::SetTrue)
@@ -196,6 +212,13 @@ where
             };
         }
     };
+    if let Some(name) = matches.get_one::<String>("release-tap") {
+        if let Some(extra) = matches.get_raw("rest").and_then(|mut v| v.next()) {
+            let extra = extra.to_string_lossy();
+            return Err(ArgError::new(&extra, "--release-tap takes no port or remotes: it only resets a tap"));
+        }
+        return Ok(Invocation::ReleaseTap(name.clone()));
+    }
     if let Some(path) = matches.get_one::<std::path::PathBuf>("status") {
         if let Some(extra) = matches.get_raw("rest").and_then(|mut v| v.next()) {
             let extra = extra.to_string_lossy();
@@ -254,6 +277,9 @@ fn clap_error(e: &clap::Error, argv: &[String]) -> ArgError {
         },
         ErrorKind::ArgumentConflict if option == "--json" || option == "--prometheus" => {
             ArgError::new(&option, "--json and --prometheus are two ways to print the status: pick one")
+        }
+        ErrorKind::ArgumentConflict if argv.iter().any(|a| a == "--release-tap") => {
+            ArgError::new(&option, "--release-tap NAME is a command of its own: it takes no other option")
         }
         ErrorKind::ArgumentConflict if !option.is_empty() => {
             ArgError::new(&option, format!("{option} may be given only once"))

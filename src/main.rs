@@ -120,6 +120,26 @@ fn print_status(path: &std::path::Path, format: StatusFormat) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `rrqnet --release-tap NAME`: the tap's offloads off, as at exit.
+fn release_tap(name: &str) -> ExitCode {
+    match rrqnet::sys::release_tap(name) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let why = match (e.kind(), e.raw_os_error()) {
+                (std::io::ErrorKind::NotFound, _) => "there is no tap of that name".to_owned(),
+                (std::io::ErrorKind::InvalidInput, _) => "not a tap interface name (a tun, or no name)".to_owned(),
+                (_, Some(libc::EBUSY)) => "a program has it open (a running rrqnet switches its offloads off when it \
+                                           exits); nothing changed"
+                    .to_owned(),
+                (_, Some(libc::EPERM)) => "needs root or CAP_NET_ADMIN".to_owned(),
+                _ => e.to_string(),
+            };
+            eprintln!("rrqnet: cannot release tap {name}: {why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cfg = match cli::parse(std::env::args_os()) {
         Ok(Invocation::Run(cfg)) => cfg,
@@ -128,6 +148,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Invocation::Status { path, format }) => return print_status(&path, format),
+        Ok(Invocation::ReleaseTap(name)) => return release_tap(&name),
         Err(e) => {
             eprintln!("rrqnet: {e}");
             return ExitCode::from(2);

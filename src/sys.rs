@@ -150,6 +150,40 @@ pub fn set_tap_offload(fd: &impl AsRawFd, flags: libc::c_uint) -> io::Result<()>
     }
 }
 
+/// Switches off the offloads of the persistent tap `name`, as rrqnet does at
+/// exit, for a tap whose rrqnet was killed (`rrqnet --release-tap`): the
+/// kernel keeps them when the next program opens the tap without a
+/// virtio-net header, and hands that program frames with partial checksums
+/// and super-frames. Attaches to the tap and detaches again; never creates
+/// one (`NotFound` when there is no tap of that name, `InvalidInput` when
+/// the interface is a tun, and the kernel's `EBUSY` when a program holds
+/// it).
+pub fn release_tap(name: &str) -> io::Result<()> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) || bytes.contains(&b'/') {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // tun and tap devices, and only they, have tun_flags; attaching with
+    // the flags it was made with never makes a new device.
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags"))?;
+    let flags = i64::from_str_radix(flags.trim().trim_start_matches("0x"), 16)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    if flags & i64::from(libc::IFF_TAP) == 0 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let keep = i64::from(libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE);
+    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    req.flags = (flags & keep) as libc::c_short;
+    // SAFETY: as in open_tap_vnet: one struct ifreq, a live local.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReqFlags) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    set_tap_offload(&file, 0)
+}
+
 /// Makes `fd` non-blocking.
 pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
     // SAFETY: F_GETFL and F_SETFL take and return ints; no memory is touched.

@@ -25,7 +25,9 @@ fn ok(args: &[&str]) -> Config {
     match parse(argv(args)) {
         Ok(Invocation::Run(cfg)) => cfg,
         Ok(Invocation::Print(text)) => panic!("{args:?}: printed instead of running:\n{text}"),
-        Ok(other @ Invocation::Status { .. }) => panic!("{args:?}: {other:?} instead of running"),
+        Ok(other @ (Invocation::Status { .. } | Invocation::ReleaseTap(_))) => {
+            panic!("{args:?}: {other:?} instead of running")
+        }
         Err(e) => panic!("{args:?}: rejected: {e}"),
     }
 }
@@ -35,7 +37,9 @@ fn bad(args: &[&str]) -> ArgError {
     match parse(argv(args)) {
         Ok(Invocation::Run(cfg)) => panic!("{args:?}: accepted as {cfg:?}"),
         Ok(Invocation::Print(text)) => panic!("{args:?}: printed instead of failing:\n{text}"),
-        Ok(other @ Invocation::Status { .. }) => panic!("{args:?}: {other:?} instead of failing"),
+        Ok(other @ (Invocation::Status { .. } | Invocation::ReleaseTap(_))) => {
+            panic!("{args:?}: {other:?} instead of failing")
+        }
         Err(e) => e,
     }
 }
@@ -548,6 +552,20 @@ fn status_options() {
     assert!(bad(&["--status", "/s", "--json", "--prometheus"]).expected.contains("pick one"));
     assert!(bad(&["--status", "/s", "1400"]).expected.contains("takes no port"));
     assert!(bad(&["--status-socket"]).expected.contains("value"));
+}
+
+/// `--release-tap NAME` is a command of its own.
+#[test]
+fn release_tap_takes_a_name_and_nothing_else() {
+    match parse(argv(&["--release-tap", "vpn0"])) {
+        Ok(Invocation::ReleaseTap(name)) => assert_eq!(name, "vpn0"),
+        other => panic!("{other:?}"),
+    }
+    assert!(bad(&["--release-tap", "vpn0", "1400"]).expected.contains("takes no port"));
+    for args in [&["--release-tap", "vpn0", "-t", "vpn0"][..], &["--release-tap", "vpn0", "--status", "/s"]] {
+        assert!(bad(args).expected.contains("command of its own"), "{args:?}");
+    }
+    assert!(bad(&["--release-tap"]).expected.contains("value"));
 }
 
 /// A bad option value is quoted with the option it belongs to.

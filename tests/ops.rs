@@ -201,8 +201,9 @@ fn plug_trail(trail: &mut Trail, name: &str) {
 
 /// rrqnet-cron brings up a keyed server and client from conf.d files and
 /// they ping each other over their taps; a second run changes nothing;
-/// after the daemon is killed by its pid the next run restarts it; --stop
-/// stops both; --exec (systemd's way) holds the same lock.
+/// after the daemon is killed by its pid --release frees its tap and the
+/// next run restarts it; --stop stops both; --exec (systemd's way) holds
+/// the same lock.
 #[test]
 fn cron_upholds_a_server_and_a_client() {
     if !privileged("cron_upholds_a_server_and_a_client") || !have_program("cron_upholds", "ping") {
@@ -293,9 +294,24 @@ fn cron_upholds_a_server_and_a_client() {
         "a second run changed the daemons"
     );
 
-    // The server's daemon dies (SIGKILL, by its pid); the next run restarts it.
+    // --release leaves a running plug's tap alone.
+    let out = cron(&p.srv, &["--release", &s_name]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stdout).contains(&format!("{s_name}: running")), "{}", describe(&out));
+
+    // The server's daemon dies (SIGKILL, by its pid), so its tap keeps its
+    // offloads: --release (systemd's ExecStopPost) switches them off; the
+    // next run restarts the plug.
     common::run("kill", &["-KILL", &s_pid.to_string()]);
     assert!(wait_for(Duration::from_secs(5), || !alive(s_pid)), "{s_pid} survived SIGKILL");
+    let out = cron(&p.srv, &["--release", &s_name]);
+    assert!(out.status.success(), "--release: {}", describe(&out));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("rrqnet-cron: {s_name}: {s_tap} released (offloads off)"),
+        "{}",
+        describe(&out)
+    );
     let out = cron(&p.srv, &[&s_name]);
     assert!(out.status.success(), "restart: {}", describe(&out));
     let s_pid2 = lock_pid(&s_lock).unwrap();
@@ -513,7 +529,7 @@ fn cron_usage_and_help() {
     assert!(text(&out.stderr).starts_with("Usage:\n  rrqnet-cron NAME..."), "{}", describe(&out));
     let out = run(&["--help"]);
     assert!(out.status.success() && text(&out.stdout).contains("--genkey PATH [BYTES]"), "{}", describe(&out));
-    for bad in [&["--frob"][..], &["--exec"], &["--exec", "a", "b"], &["--stop"], &["../etc"]] {
+    for bad in [&["--frob"][..], &["--exec"], &["--exec", "a", "b"], &["--stop"], &["--release"], &["../etc"]] {
         assert_eq!(run(bad).status.code(), Some(2), "{bad:?}");
     }
 }
