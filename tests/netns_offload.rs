@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::netns_util::{self, add_tap, logs, pings, tcp_transfer, Logged};
 use common::scratch::Scratch;
-use common::{have_program, privileged, rrqnet_bin, Netns, Proc};
+use common::{have_program, privileged, rrqnet_bin, wait_for, Netns, Proc};
 use rrqnet::status::Status;
 
 const MTU: u32 = 1400;
@@ -326,6 +326,7 @@ fn a_persistent_tap_is_handed_on_with_offloads_off() {
     rb.stop();
     // The tap is still there (made by `ip tuntap add`), up, with its address.
     assert!(b.try_sh("test -d /sys/class/net/tap0"), "the persistent tap is gone");
+    assert_eq!(netns_util::offloads_of(&b, "tap0"), (false, false), "offloads left on at exit");
     let vde = Logged::start(&b, &dir, "vde_plug", "vde_plug", &["udp://7000->192.0.2.1:7000", "tap://tap0"], "");
     assert!(pings(&b, "198.51.100.1"), "no ping through vde_plug\n{}", logs(&[&ra, &vde]));
     let cap = Capture::start(&b, &vb, "7000");
@@ -360,16 +361,47 @@ fn a_killed_rrqnets_tap_is_released_for_the_next_program() {
     assert_eq!(code, Some(1), "released a tap rrqnet holds: {err}");
     assert!(err.contains("a program has it open"), "{err}");
     assert!(pings(&b, "198.51.100.1"), "the running rrqnet stopped carrying frames\n{}", logs(&[&ra, &rb]));
+    assert_eq!(
+        netns_util::offloads_of(&b, "tap0"),
+        (true, true),
+        "checksum and segmentation offload while rrqnet runs"
+    );
     rb.proc.child.kill().expect("SIGKILL");
     rb.proc.child.wait().expect("reaped");
     assert!(b.try_sh("test -d /sys/class/net/tap0"), "the persistent tap is gone");
+    assert_eq!(netns_util::offloads_of(&b, "tap0"), (true, true), "the kernel kept them");
     let (code, err) = release();
     assert_eq!(code, Some(0), "{err}");
+    assert_eq!(netns_util::offloads_of(&b, "tap0"), (false, false), "released");
     let vde = Logged::start(&b, &dir, "vde_plug", "vde_plug", &["udp://7000->192.0.2.1:7000", "tap://tap0"], "");
     assert!(pings(&b, "198.51.100.1"), "no ping through vde_plug\n{}", logs(&[&ra, &vde]));
     let cap = Capture::start(&b, &vb, "7000");
     tcp_transfer(&b, &a, "198.51.100.1", 5002, BYTES, &[&ra, &vde]);
     assert_ordinary(&cap.stop(), "vde_plug on the released tap of a killed rrqnet", &[&ra, &vde]);
+    ra.stop();
+}
+
+/// With `--user` the offloads are set up as root, used as the user, and
+/// switched off at exit as the user (the tap's descriptor allows it).
+#[test]
+fn offloads_work_and_are_switched_off_after_dropping_to_a_user() {
+    let t = "offloads_work_and_are_switched_off_after_dropping_to_a_user";
+    if !privileged(t) || !have_program(t, "python3") {
+        return;
+    }
+    let dir = scratch("user");
+    let (a, b, _) = pair("pu");
+    let (ra, _) = rrqnet(&a, &dir, "rrqnet-a", &["7000", "192.0.2.2:7000"]);
+    let (rb, sb) = rrqnet(&b, &dir, "rrqnet-b", &["--user", "nobody", "7000", "192.0.2.1:7000"]);
+    assert!(wait_for(Duration::from_secs(5), || rb.text().contains("running as user nobody")), "{}", rb.text());
+    tcp_transfer(&b, &a, "198.51.100.1", 5001, 4 << 20, &[&ra, &rb]);
+    tcp_transfer(&a, &b, "198.51.100.2", 5002, 4 << 20, &[&ra, &rb]);
+    let o = offload(&sb);
+    assert!(o.from_tap.super_frames > 0 && o.to_tap.super_frames > 0, "{o:?}");
+    assert_eq!(netns_util::offloads_of(&b, "tap0"), (true, true));
+    let log = rb.stop();
+    assert!(!log.contains("could not switch offloads off"), "{log}");
+    assert_eq!(netns_util::offloads_of(&b, "tap0"), (false, false), "offloads left on at exit\n{log}");
     ra.stop();
 }
 

@@ -239,3 +239,25 @@ pub fn tcp_transfer_with(
     assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
     secs
 }
+
+/// Whether the interface `dev` in `ns` has transmit checksum offload and
+/// TCP segmentation offload on, as the kernel's ethtool ioctl reports them
+/// (`SIOCETHTOOL` with `ETHTOOL_GTXCSUM` and `ETHTOOL_GTSO`; no ethtool
+/// program needed).
+pub fn offloads_of(ns: &Netns, dev: &str) -> (bool, bool) {
+    let script = format!(
+        r#"
+import array, fcntl, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def get(cmd):
+    buf = array.array("B", struct.pack("II", cmd, 0))
+    fcntl.ioctl(s, 0x8946, struct.pack("16sP", b"{dev}", buf.buffer_info()[0]))
+    return struct.unpack("II", buf.tobytes())[1]
+print(get(0x16), get(0x1e))
+"#
+    );
+    let out = ns.sh(&format!("python3 -c '{script}'"));
+    let v: Vec<u32> = out.split_whitespace().map(|w| w.parse().expect("a number")).collect();
+    assert_eq!(v.len(), 2, "ethtool ioctl: {out}");
+    (v[0] != 0, v[1] != 0)
+}
