@@ -337,8 +337,10 @@ impl Daemon {
         if let Some(n) = self.notifier.as_mut() {
             n.send("READY=1");
         }
+        // Read once a turn, when poll returns: the timers below use the time
+        // the last turn's frames were handled at, microseconds old.
+        let mut now = Now::read();
         loop {
-            let now = Now::read();
             if let Some(n) = self.notifier.as_mut() {
                 if now.mono >= next_notify {
                     let s = self.node.switch();
@@ -374,7 +376,10 @@ impl Daemon {
                 if self.ready.contains(&true) { Duration::ZERO } else { next_tick.saturating_duration_since(now.mono) };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    now = Now::read();
+                    continue;
+                }
                 Err(e) => return Stop::Failed(RunError::Poll(e)),
             }
             for ev in events.iter() {
@@ -404,7 +409,7 @@ impl Daemon {
                     }
                 }
             }
-            let now = Now::read();
+            now = Now::read();
             for id in 0..self.chans.len() {
                 if self.ready[id] {
                     if let Err(stop) = self.serve(id, now) {
