@@ -327,12 +327,19 @@ fn a_persistent_tap_is_handed_on_with_offloads_off() {
     // The tap is still there (made by `ip tuntap add`), up, with its address.
     assert!(b.try_sh("test -d /sys/class/net/tap0"), "the persistent tap is gone");
     assert_eq!(netns_util::offloads_of(&b, "tap0"), (false, false), "offloads left on at exit");
-    let vde = Logged::start(&b, &dir, "vde_plug", "vde_plug", &["udp://7000->192.0.2.1:7000", "tap://tap0"], "");
-    assert!(pings(&b, "198.51.100.1"), "no ping through vde_plug\n{}", logs(&[&ra, &vde]));
-    let cap = Capture::start(&b, &vb, "7000");
-    tcp_transfer(&b, &a, "198.51.100.1", 5002, BYTES, &[&ra, &vde]);
-    assert_ordinary(&cap.stop(), "vde_plug on the handed-on tap", &[&ra, &vde]);
+    vde_plug_takes_the_tap_over(&a, &b, &vb, &dir, &ra, "vde_plug on the handed-on tap");
     ra.stop();
+}
+
+/// B's persistent tap, rrqnet gone from it, handed to `vde_plug` towards
+/// A's rrqnet `ra`: pings pass, and a TCP transfer from B crosses the
+/// underlay (`vb`) as ordinary frames (`what` names the case).
+fn vde_plug_takes_the_tap_over(a: &Netns, b: &Netns, vb: &str, dir: &Scratch, ra: &Logged, what: &str) {
+    let vde = Logged::start(b, dir, "vde_plug", "vde_plug", &["udp://7000->192.0.2.1:7000", "tap://tap0"], "");
+    assert!(pings(b, "198.51.100.1"), "no ping through vde_plug\n{}", logs(&[ra, &vde]));
+    let cap = Capture::start(b, vb, "7000");
+    tcp_transfer(b, a, "198.51.100.1", 5002, BYTES, &[ra, &vde]);
+    assert_ordinary(&cap.stop(), what, &[ra, &vde]);
 }
 
 /// The same when rrqnet cannot switch the offloads off: killed with
@@ -373,11 +380,7 @@ fn a_killed_rrqnets_tap_is_released_for_the_next_program() {
     let (code, err) = release();
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(netns_util::offloads_of(&b, "tap0"), (false, false), "released");
-    let vde = Logged::start(&b, &dir, "vde_plug", "vde_plug", &["udp://7000->192.0.2.1:7000", "tap://tap0"], "");
-    assert!(pings(&b, "198.51.100.1"), "no ping through vde_plug\n{}", logs(&[&ra, &vde]));
-    let cap = Capture::start(&b, &vb, "7000");
-    tcp_transfer(&b, &a, "198.51.100.1", 5002, BYTES, &[&ra, &vde]);
-    assert_ordinary(&cap.stop(), "vde_plug on the released tap of a killed rrqnet", &[&ra, &vde]);
+    vde_plug_takes_the_tap_over(&a, &b, &vb, &dir, &ra, "vde_plug on the released tap of a killed rrqnet");
     ra.stop();
 }
 
