@@ -203,6 +203,17 @@ impl Status {
         serde_json::from_str(text)
     }
 
+    /// The drop counters that are not zero, "reason count" joined by
+    /// commas, or "none".
+    fn drops_summary(&self) -> String {
+        let drops: Vec<String> = self.drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+        if drops.is_empty() {
+            "none".to_owned()
+        } else {
+            drops.join(", ")
+        }
+    }
+
     /// The dump SIGUSR1 and SIGUSR2 write: a header line, one line per
     /// remote, one line of drops.
     pub fn dump_lines(&self) -> Vec<String> {
@@ -260,8 +271,7 @@ impl Status {
                 o.to_tap.rejected
             ));
         }
-        let drops: Vec<String> = self.drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-        lines.push(format!("drops: {}", if drops.is_empty() { "none".to_owned() } else { drops.join(", ") }));
+        lines.push(format!("drops: {}", self.drops_summary()));
         lines
     }
 
@@ -334,8 +344,7 @@ impl Status {
                 o.to_tap.rejected
             );
         }
-        let drops: Vec<String> = self.drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-        let _ = writeln!(out, "\ndrops: {}", if drops.is_empty() { "none".to_owned() } else { drops.join(", ") });
+        let _ = writeln!(out, "\ndrops: {}", self.drops_summary());
         out
     }
 

@@ -99,14 +99,19 @@ struct IfReqFlags {
 /// descriptor (a second `TUNSETIFF` is `EEXIST`), so this open is ours.
 /// Returns the descriptor, blocking, and the interface's name.
 pub fn open_tap_vnet(name: &str) -> io::Result<(std::fs::File, String)> {
+    attach_tun(name, (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short)
+}
+
+/// Opens `/dev/net/tun` and attaches it (`TUNSETIFF`) to the interface
+/// `name` with `flags`; returns the descriptor and the interface's name.
+fn attach_tun(name: &str, flags: libc::c_short) -> io::Result<(std::fs::File, String)> {
     let bytes = name.as_bytes();
     if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
     let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
-    let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
     req.name[..bytes.len()].copy_from_slice(bytes);
-    req.flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one struct ifreq; `req` is a live
     // local of that size and layout (name, then the flags at offset 16).
     let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReqFlags) };
@@ -172,15 +177,7 @@ pub fn release_tap(name: &str) -> io::Result<()> {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
     let keep = i64::from(libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE);
-    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
-    let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
-    req.name[..bytes.len()].copy_from_slice(bytes);
-    req.flags = (flags & keep) as libc::c_short;
-    // SAFETY: as in open_tap_vnet: one struct ifreq, a live local.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReqFlags) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let (file, _) = attach_tun(name, (flags & keep) as libc::c_short)?;
     set_tap_offload(&file, 0)
 }
 

@@ -182,7 +182,6 @@ mod tests {
     use super::*;
     use crate::config::parse_remote;
     use crate::crypto::{MasterKey, Opener, Sealer, Transport};
-    use crate::plan::SendReport;
     use crate::switch::Params;
 
     const UDP: usize = 0;
@@ -220,15 +219,11 @@ mod tests {
         crate::testing::tcp_super_frame_read(payload, mss)
     }
 
+    /// What the node planned for the UDP channel; nothing goes back to the tap.
     fn planned(n: &mut Node, now: Now) -> Vec<(Option<SocketAddr>, Vec<u8>)> {
-        let mut out = Vec::new();
-        n.flush_with(now, |chan, arena, batch| {
-            assert_eq!(chan, UDP, "nothing goes back to the tap");
-            out.extend(batch.iter().map(|d| (d.to, arena[d.range.clone()].to_vec())));
-            Ok::<_, ()>(SendReport { sent: batch.len(), failed: 0, too_large: 0 })
-        })
-        .unwrap();
-        out
+        let mut by_chan = crate::node::tests::planned(n, now);
+        assert!(by_chan[LOCAL].is_empty(), "nothing goes back to the tap");
+        by_chan.swap_remove(UDP)
     }
 
     /// One switch decision for the super-frame; each plain remote gets its

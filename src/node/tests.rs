@@ -37,7 +37,7 @@ fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
 }
 
 /// What the node planned, per channel: (destination, bytes).
-fn planned(n: &mut Node, now: Now) -> Vec<Vec<(Option<SocketAddr>, Vec<u8>)>> {
+pub(super) fn planned(n: &mut Node, now: Now) -> Vec<Vec<(Option<SocketAddr>, Vec<u8>)>> {
     let mut out = vec![Vec::new(), Vec::new()];
     n.flush_with(now, |chan, arena, batch| {
         out[chan].extend(batch.iter().map(|d| (d.to, arena[d.range.clone()].to_vec())));
