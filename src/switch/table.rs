@@ -311,7 +311,7 @@ impl MacTable {
         let full = self.map.len() >= self.capacity;
         let at_limit = self.owned(port) >= limit;
         let Some(b) = self.map.get_mut(&mac) else {
-            return self.learn_new(mac, port, now, hold, full, at_limit);
+            return self.learn_new(mac, port, now, hold, full, at_limit, |_| {});
         };
         if port != b.flood_port && now < b.sticky_until {
             return Learn::HeldElsewhere(b.flood_port);
@@ -349,11 +349,7 @@ impl MacTable {
         let full = self.map.len() >= self.capacity;
         let at_limit = self.owned(port) >= limit;
         let Some(b) = self.map.get_mut(&mac) else {
-            let l = self.learn_new(mac, port, now, STICKY_UNICAST, full, at_limit);
-            if let Some(b) = self.map.get_mut(&mac) {
-                b.settled_until = now + SETTLE;
-            }
-            return l;
+            return self.learn_new(mac, port, now, STICKY_UNICAST, full, at_limit, |b| b.settled_until = now + SETTLE);
         };
         let answer = if port == b.port {
             Learn::Refreshed
@@ -393,11 +389,9 @@ impl MacTable {
         let full = self.map.len() >= self.capacity;
         let at_limit = self.owned(port) >= limit;
         let Some(b) = self.map.get_mut(&mac) else {
-            let l = self.learn_new(mac, port, now, STICKY_UNICAST, full, at_limit);
-            if let Some(b) = self.map.get_mut(&mac) {
+            return self.learn_new(mac, port, now, STICKY_UNICAST, full, at_limit, |b| {
                 b.copy(port, digest, now);
-            }
-            return l;
+            });
         };
         if b.copy(port, digest, now) {
             return Learn::Copy;
@@ -420,9 +414,11 @@ impl MacTable {
         answer
     }
 
-    /// Learns an address not in the table, or only holds it if the table is
-    /// full. A hold kept while the table was full still counts once there is
-    /// room again: the copies of a looping frame must not get in then.
+    /// Learns an address not in the table (its new binding finished by
+    /// `init`), or only holds it if the table is full. A hold kept while the
+    /// table was full still counts once there is room again: the copies of a
+    /// looping frame must not get in then.
+    #[allow(clippy::too_many_arguments)]
     fn learn_new(
         &mut self,
         mac: MacAddr,
@@ -431,6 +427,7 @@ impl MacTable {
         hold: Duration,
         full: bool,
         at_limit: bool,
+        init: impl FnOnce(&mut Binding),
     ) -> Learn {
         let until = now + hold;
         let slot = &mut self.holds[hold_slot(&mac)];
@@ -445,7 +442,9 @@ impl MacTable {
             if live.is_some_and(|h| h.mac == mac) {
                 *slot = None;
             }
-            self.map.insert(mac, Binding::new(port, now, hold));
+            let mut b = Binding::new(port, now, hold);
+            init(&mut b);
+            self.map.insert(mac, b);
             self.own(port);
             return Learn::New;
         }
