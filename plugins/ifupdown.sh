@@ -145,9 +145,9 @@ start_rrqnet() {
 	read -r -a opts <<<"${IF_RRQNET_OPTIONS:-}"
 	for ((i = 0; i < ${#opts[@]}; i++)); do
 		case "${opts[i]}" in
-		-4) ;;
+		-4 | --join-udp) ;;
 		-B | -T | -m) i=$((i + 1)) ;;
-		*) fail "rrqnet_options: '${opts[i]}' is not one of -4, -B n, -T n, -m group:port[=keyfile]" ;;
+		*) fail "rrqnet_options: '${opts[i]}' is not one of -4, -B n, -T n, -m group:port[=keyfile], --join-udp" ;;
 		esac
 	done
 	while IFS= read -r line; do

@@ -62,6 +62,11 @@ to USER and its groups once the tap, the sockets and the key files are open.
 -B n sizes the receive batch and buffer pool (default 32). -T n is accepted for
 compatibility with the C rrqnet; this rrqnet runs one event loop and -T changes nothing.
 
+--join-udp (with a tap, Linux 6.2 or later) joins UDP datagrams of one flow that
+arrive together into one super-frame for the tap, which the kernel cuts back:
+less CPU per datagram where the receiving programs keep up (QUIC, media). Off by
+default: a sender that overruns a receiver on the same cores loses more.
+
 Watching a running rrqnet (additions to the manual's grammar):
   --status-socket PATH   serve a JSON status document on a Unix socket (mode 0600)
   rrqnet --status PATH [--json|--prometheus]
@@ -80,7 +85,7 @@ fn command() -> Command {
     Command::new("rrqnet")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
-        .override_usage("rrqnet [-v|-vv|-vvv] [-4] [-B n] [-T n] [-m mcast] [-t tap] [--user USER] [port] (remote [-i mac[,mac]*] [-r n])*")
+        .override_usage("rrqnet [-v|-vv|-vvv] [-4] [-B n] [-T n] [-m mcast] [-t tap] [--user USER] [--join-udp] [port] (remote [-i mac[,mac]*] [-r n])*")
         .after_help(AFTER)
         .disable_help_subcommand(true)
         .dont_delimit_trailing_values(true)
@@ -174,6 +179,12 @@ fn command() -> Command {
                 .value_parser(config::parse_user)
                 .allow_hyphen_values(true)
                 .help("Run as USER (and its groups) once the tap, sockets and keys are open"),
+        )
+        .arg(
+            Arg::new("join-udp")
+                .long("join-udp")
+                .action(ArgAction::SetTrue)
+                .help("Join UDP datagrams of one flow into super-frames for the tap (Linux 6.2 or later)"),
         )
         .arg(
             // No allow_hyphen_values here: with it clap hands any short cluster
@@ -315,6 +326,7 @@ impl TryFrom<&ArgMatches> for Config {
             remotes,
             status_socket: m.get_one::<std::path::PathBuf>("status-socket").cloned(),
             user: m.get_one::<String>("user").cloned(),
+            join_udp: m.get_flag("join-udp"),
         })
     }
 }

@@ -58,6 +58,9 @@ pub struct Config {
     /// `--user USER`: the user to run as once the tap, the sockets and the
     /// keys are open.
     pub user: Option<String>,
+    /// `--join-udp`: join UDP datagrams of one flow into super-frames for
+    /// the tap, where its kernel takes them.
+    pub join_udp: bool,
 }
 
 /// One remote declaration: `address-block[:port][=keyfile] [-i mac[,mac]*]`.
@@ -200,7 +203,7 @@ impl std::error::Error for ArgError {}
 
 /// The options, as listed when an unknown one is met.
 pub(crate) const OPTIONS: &str =
-    "options are -v, -4, -B n, -T n, -m mcast, -t tap, --user USER, -h, --version, all before the port";
+    "options are -v, -4, -B n, -T n, -m mcast, -t tap, --user USER, --join-udp, -h, --version, all before the port";
 
 /// Parses a UDP port, 1–65535.
 pub fn parse_port(s: &str) -> Result<u16, ArgError> {

@@ -243,8 +243,8 @@ impl Daemon {
                 chans.push(Box::new(StdioChannel::open().map_err(StartError::Stdio)?));
             }
             LocalEnd::Tap(name) => {
-                let tap =
-                    TapChannel::open(name, batch).map_err(|source| StartError::Tap { name: name.clone(), source })?;
+                let tap = TapChannel::open(name, batch, cfg.join_udp)
+                    .map_err(|source| StartError::Tap { name: name.clone(), source })?;
                 vnet = tap.vnet();
                 // The manual: with a tap, stdin and stdout are closed (stderr stays).
                 crate::sys::close_stdin_stdout().map_err(StartError::Stdio)?;

@@ -94,8 +94,15 @@ pub struct Offload {
     pub checksum: bool,
     /// The tap may hand us TCP super-frames, which we cut into segments.
     pub tso: bool,
+    /// The tap may hand us UDP super-frames, which we cut into datagrams.
+    #[serde(default)]
+    pub uso: bool,
     /// We join TCP segments from the network into super-frames for the tap.
     pub gro: bool,
+    /// We join UDP datagrams from the network into super-frames for the
+    /// tap too (its kernel takes them).
+    #[serde(default)]
+    pub gro_udp: bool,
     /// Tap to network.
     pub from_tap: FromTap,
     /// Network to tap.
@@ -146,7 +153,9 @@ impl Offload {
         Offload {
             checksum: tap.checksum,
             tso: tap.tso,
+            uso: tap.uso,
             gro: tap.gro,
+            gro_udp: tap.gro_udp,
             from_tap: FromTap {
                 plain: split.plain,
                 checksums_completed: split.completed,
@@ -256,11 +265,13 @@ impl Status {
         }
         if let Some(o) = &self.offload {
             lines.push(format!(
-                "offloads: checksum {}, tso {}, gro {}; from tap {} super-frames into {} segments, {} checksums \
-                 completed{}; to tap {} frames, {} super-frames, {} joined, {} refused by the kernel",
+                "offloads: checksum {}, tso {}, uso {}, gro {}, gro-udp {}; from tap {} super-frames into {} segments, {} \
+                 checksums completed{}; to tap {} frames, {} super-frames, {} joined, {} refused by the kernel",
                 o.checksum,
                 o.tso,
+                o.uso,
                 o.gro,
+                o.gro_udp,
                 o.from_tap.super_frames,
                 o.from_tap.segments,
                 o.from_tap.checksums_completed,
@@ -327,12 +338,15 @@ impl Status {
             let on = |b: bool| if b { "on" } else { "off" };
             let _ = writeln!(
                 out,
-                "\ntap offloads: checksum {}, segmentation {}, coalescing {}\n  from tap: {} super-frames cut into {} \
+                "\ntap offloads: checksum {}, segmentation {}, coalescing {}; UDP: segmentation {}, coalescing {}\n  \
+                 from tap: {} super-frames cut into {} \
                  segments, {} checksums completed, {} plain{}\n  to tap: {} frames, {} super-frames ({} frames \
                  joined), {} refused by the kernel",
                 on(o.checksum),
                 on(o.tso),
                 on(o.gro),
+                on(o.uso),
+                on(o.gro_udp),
                 o.from_tap.super_frames,
                 o.from_tap.segments,
                 o.from_tap.checksums_completed,
@@ -417,7 +431,9 @@ impl Status {
             sample("port_last_rx_seconds", &labels, r.last_rx_s);
         }
         if let Some(o) = &self.offload {
-            for (kind, on) in [("checksum", o.checksum), ("tso", o.tso), ("gro", o.gro)] {
+            let kinds =
+                [("checksum", o.checksum), ("tso", o.tso), ("uso", o.uso), ("gro", o.gro), ("gro_udp", o.gro_udp)];
+            for (kind, on) in kinds {
                 sample("offload_on", &[("kind", kind)], f64::from(u8::from(on)));
             }
             let f = &o.from_tap;
@@ -614,7 +630,16 @@ mod tests {
         let mut coalesce = CoalesceCounters { frames: 400, super_frames: 9, joined: 390, ..Default::default() };
         coalesce.plain[Plain::NotTcp as usize] = 1;
         coalesce.breaks[Break::Sequence as usize] = 2;
-        let tap = TapState { checksum: true, tso: false, gro: true, coalesce, written: 9, rejected: 3 };
+        let tap = TapState {
+            checksum: true,
+            tso: false,
+            uso: false,
+            gro: true,
+            gro_udp: true,
+            coalesce,
+            written: 9,
+            rejected: 3,
+        };
         Status { offload: Some(Offload::new(&split, &tap)), ..sample() }
     }
 
@@ -627,7 +652,7 @@ mod tests {
         let s = with_offload();
         let json = s.to_json();
         for key in [
-            "\"offload\":{\"checksum\":true,\"tso\":false,\"gro\":true",
+            "\"offload\":{\"checksum\":true,\"tso\":false,\"uso\":false,\"gro\":true,\"gro_udp\":true",
             "\"from_tap\":{\"plain\":5,\"checksums_completed\":6,\"super_frames\":7,\"segments\":300",
             "\"refused\":{\"ipv4-options\":1}",
             "\"to_tap\":{\"frames\":400,\"super_frames\":9,\"joined\":390,\"rejected\":3",
@@ -640,12 +665,12 @@ mod tests {
         let dump = s.dump_lines();
         assert_eq!(dump.len(), 4);
         assert!(
-            dump[2].starts_with("offloads: checksum true, tso false, gro true; from tap 7 super-frames"),
+            dump[2].starts_with("offloads: checksum true, tso false, uso false, gro true, gro-udp true; from tap 7"),
             "{dump:?}"
         );
         assert!(dump[2].contains("refused ipv4-options 1"), "{dump:?}");
         let table = s.table();
-        assert!(table.contains("tap offloads: checksum on, segmentation off, coalescing on"), "{table}");
+        assert!(table.contains("tap offloads: checksum on, segmentation off, coalescing on; UDP: segmentation off, coalescing on\n  from tap"), "{table}");
         let prom = s.prometheus();
         assert!(prom.contains("rrqnet_offload_on{kind=\"tso\"} 0\n"), "{prom}");
         assert!(prom.contains("rrqnet_offload_from_tap_total{kind=\"segments\"} 300\n"), "{prom}");

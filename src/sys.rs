@@ -140,6 +140,10 @@ pub const TUN_F_CSUM: libc::c_uint = libc::TUN_F_CSUM;
 pub const TUN_F_TSO4: libc::c_uint = libc::TUN_F_TSO4;
 /// TCP segmentation offload over IPv6.
 pub const TUN_F_TSO6: libc::c_uint = libc::TUN_F_TSO6;
+/// UDP segmentation offload over IPv4 (Linux 6.2; not in the libc crate).
+pub const TUN_F_USO4: libc::c_uint = 0x20;
+/// UDP segmentation offload over IPv6.
+pub const TUN_F_USO6: libc::c_uint = 0x40;
 
 /// Says which offloads we do for the tap (`TUNSETOFFLOAD`): what the kernel
 /// may leave undone in what it hands us, and so what it may hand us; 0

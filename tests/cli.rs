@@ -57,6 +57,7 @@ fn base(local: LocalEnd, port: Option<u16>, remotes: Vec<RemoteSpec>) -> Config 
         remotes,
         status_socket: None,
         user: None,
+        join_udp: false,
     }
 }
 

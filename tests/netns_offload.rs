@@ -5,7 +5,8 @@
 //! `dgram` netdev, both ways, sha256 intact; a persistent tap handed to
 //! `vde_plug` after rrqnet exits; and super-frames rrqnet cannot split (a
 //! VLAN on the tap) counted, with the offload switched off and the transfer
-//! finishing all the same.
+//! finishing all the same; UDP datagrams joined for the tap and cut back
+//! by the kernel, arriving intact.
 //!
 //! Underlay 192.0.2.0/24, overlay 198.51.100.0/24 (VLAN 203.0.113.0/24), tap
 //! MTU 1400. Needs root, iproute2, ping, python3, vdeplug and QEMU.
@@ -283,6 +284,134 @@ fn tcp_over_ipv6_through_offloading_rrqnets() {
     }
     ra.stop();
     rb.stop();
+}
+
+/// Receives UDP datagrams on (argv[1], argv[2]) until argv[3] arrived or
+/// none came for 3 s; each must be the datagram `udp_sender` made for its
+/// number. Prints "ready", then one JSON line: how many arrived, how many
+/// were damaged, and how many distinct numbers.
+const UDP_RECEIVER: &str = r#"
+import json, socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(3)
+want = int(sys.argv[3])
+def expected(n, size):
+    return n.to_bytes(4, "big") + bytes((n * 7 + i) & 0xff for i in range(size - 4))
+got = bad = 0
+seen = set()
+print("ready", flush=True)
+while len(seen) < want:
+    try:
+        d = s.recv(65535)
+    except socket.timeout:
+        break
+    got += 1
+    n = int.from_bytes(d[:4], "big")
+    size = 1200 if n % 20 != 19 else 100 + n % 7
+    if len(d) < 4 or d != expected(n, size):
+        bad += 1
+    seen.add(n)
+print(json.dumps({"got": got, "bad": bad, "distinct": len(seen)}), flush=True)
+"#;
+
+/// Sends argv[3] datagrams to (argv[1], argv[2]) in bursts of 20 from one
+/// connected socket: 19 of 1200 bytes and a shorter one, numbered, for the
+/// receiver to check. With argv[4] "gso" each burst is one send with
+/// `UDP_SEGMENT` 1200: the kernel hands the tap one UDP super-frame.
+const UDP_SENDER: &str = r#"
+import socket, sys, time
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], int(sys.argv[2])))
+gso = sys.argv[4] == "gso"
+if gso:
+    s.setsockopt(socket.IPPROTO_UDP, 103, 1200)  # UDP_SEGMENT
+burst = b""
+for n in range(int(sys.argv[3])):
+    size = 1200 if n % 20 != 19 else 100 + n % 7
+    d = n.to_bytes(4, "big") + bytes((n * 7 + i) & 0xff for i in range(size - 4))
+    if gso:
+        burst += d
+    else:
+        s.send(d)
+    if n % 20 == 19:
+        if gso:
+            s.send(burst)
+            burst = b""
+        time.sleep(0.002)
+"#;
+
+/// UDP both ways through the tap's offloads (Linux 6.2 and later): a
+/// `UDP_SEGMENT` sender in A hands A's tap UDP super-frames, which rrqnet
+/// cuts into ordinary datagrams on the wire; with `--join-udp`, datagrams
+/// of one flow that come in one receive batch are joined into a UDP super-frame for B's tap,
+/// which the kernel cuts back into exactly the datagrams sent. Every one
+/// arrives, intact, over IPv4 and IPv6, sent one by one and segmented.
+#[test]
+fn udp_super_frames_both_ways_arrive_as_they_were_sent() {
+    let t = "udp_super_frames_both_ways_arrive_as_they_were_sent";
+    if !privileged(t) || !have_program(t, "python3") {
+        return;
+    }
+    let dir = scratch("udp");
+    let (a, b, vb) = pair("ud");
+    for (ns, addr) in [(&a, "2001:db8:100::1/64"), (&b, "2001:db8:100::2/64")] {
+        ns.sh("sysctl -qw net.ipv6.conf.tap0.disable_ipv6=0");
+        ns.ip(&["addr", "add", addr, "dev", "tap0", "nodad"]);
+    }
+    let (ra, sa) = rrqnet(&a, &dir, "a", &["7000", "192.0.2.2:7000"]);
+    let (rb, sb) = rrqnet(&b, &dir, "b", &["--join-udp", "7000", "192.0.2.1:7000"]);
+    let ds = [&ra, &rb];
+    assert!(pings(&a, "198.51.100.2") && pings(&a, "2001:db8:100::2"), "no ping through\n{}", logs(&ds));
+    let before = offload(&sb);
+    assert!(before.uso && before.gro_udp, "this kernel takes UDP super-frames (Linux 6.2): {before:?}");
+    let a_before = offload(&sa);
+    assert!(a_before.uso && !a_before.gro_udp, "joining UDP is asked for with --join-udp: {a_before:?}");
+    let cap = Capture::start(&b, &vb, "7000");
+    const N: usize = 2000;
+    let cases = [
+        ("198.51.100.2", "6001", "one-by-one"),
+        ("2001:db8:100::2", "6002", "one-by-one"),
+        ("198.51.100.2", "6003", "gso"),
+        ("2001:db8:100::2", "6004", "gso"),
+    ];
+    for (to, port, how) in cases {
+        let mut rx = b.cmd("python3");
+        rx.args(["-c", UDP_RECEIVER, to, port, &N.to_string()]).stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut rx = Proc::spawn("udp receiver", &mut rx);
+        let mut out = BufReader::new(rx.child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the receiver did not start");
+        let tx = a.cmd("python3").args(["-c", UDP_SENDER, to, port, &N.to_string(), how]).stdin(Stdio::null()).output();
+        let tx = tx.expect("python3 sender");
+        assert!(tx.status.success(), "sender: {}", String::from_utf8_lossy(&tx.stderr));
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        rx.wait_timeout(Duration::from_secs(30)).expect("the receiver did not end");
+        let v: serde_json::Value = serde_json::from_str(line.trim()).expect("the receiver's report");
+        assert_eq!(v["bad"], 0, "{to} {how}: damaged datagrams: {v}\n{}", logs(&ds));
+        assert_eq!(v["distinct"], N, "{to} {how}: datagrams lost: {v}\n{}", logs(&ds));
+        assert_eq!(v["got"], N, "{to} {how}: datagrams twice: {v}");
+    }
+    let seen = cap.stop();
+    assert_eq!(seen.bad, 0, "datagrams that are not one ordinary frame: {}\n{}", seen.text, logs(&ds));
+    assert!(seen.datagrams >= 4 * N as u64 && seen.largest <= MAX_FRAME as u64, "{seen:?}");
+    let oa = offload(&sa);
+    // The segmented sends: 100 bursts of 20 over each IP version.
+    assert!(oa.from_tap.super_frames >= 200 && oa.from_tap.segments >= 20 * 200, "A cut them: {oa:?}");
+    assert!(oa.from_tap.refused.is_empty() && oa.uso, "{oa:?}");
+    let o = offload(&sb);
+    let udp_supers = o.to_tap.super_frames - before.to_tap.super_frames;
+    assert!(udp_supers > 0 && o.to_tap.joined > before.to_tap.joined + udp_supers, "joined: {o:?}");
+    assert_eq!(o.to_tap.rejected, 0, "{o:?}");
+    assert!(o.gro_udp, "{o:?}");
+    eprintln!("{} UDP super-frames, {} datagrams joined", udp_supers, o.to_tap.joined - before.to_tap.joined);
+    ra.stop();
+    assert!(!rb.stop().contains("WARN"));
 }
 
 /// `vde_plug udp://` in B speaks the plain wire format; an offloading rrqnet

@@ -4,20 +4,22 @@
 //! The tap is opened through `/dev/net/tun` as `IFF_TAP | IFF_NO_PI |
 //! IFF_VNET_HDR`: every read and write starts with a 10-byte virtio-net
 //! header, and `TUNSETOFFLOAD` tells the kernel that we complete checksums
-//! and cut TCP super-frames ourselves. A TCP stream then crosses the tap as
-//! frames of up to 64 KiB each way, which saves the kernel most of its
-//! per-frame work. What the tap hands us is split into ordinary frames by
-//! the node ([`crate::offload::Splitter`]); what we write is joined here, a
-//! batch at a time ([`Coalescer`]): consecutive TCP segments of one flow as
-//! one super-frame, everything else as it came behind an all-zero header.
-//! The wire never sees a super-frame.
+//! and cut TCP super-frames (and, from Linux 6.2, UDP ones) ourselves. A
+//! TCP stream then crosses the tap as frames of up to 64 KiB each way,
+//! which saves the kernel most of its per-frame work. What the tap hands us
+//! is split into ordinary frames by the node
+//! ([`crate::offload::Splitter`]); what we write is joined here, a batch at
+//! a time ([`Coalescer`]): consecutive TCP segments of one flow as one
+//! super-frame, consecutive UDP datagrams of one flow too where the kernel
+//! takes them, everything else as it came behind an all-zero header. The
+//! wire never sees a super-frame.
 //!
 //! The `tun-tap` crate fixes its `TUNSETIFF` flags and the kernel takes them
 //! once per descriptor, so the offloading open is ours (`crate::sys`); the
 //! crate still opens the tap the plain way (one frame per read and write, no
 //! header) when the kernel refuses `IFF_VNET_HDR`. Offloads are scaled back
 //! at run time, never silently: when the node could not split what the tap
-//! handed it ([`Channel::offload_refused`]) TCP segmentation goes off for a
+//! handed it ([`Channel::offload_refused`]) segmentation goes off for a
 //! super-frame, checksum offload too for an ordinary frame; when the kernel refuses our super-frames
 //! (`EINVAL`) their frames are written one by one, and after a few such
 //! refusals we stop joining. At exit the offloads are switched off again,
@@ -44,7 +46,7 @@ use tun_tap::{Iface, Mode};
 use super::batch::{ReadOne, RxPool, MAX_READ};
 use super::{Channel, Datagram, Rx, SendReport, MAX_PAYLOAD};
 use crate::offload::{Coalescer, Output, TapState, Trouble, VnetHdrSize, MAX_SUPER_FRAME};
-use crate::sys::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
+use crate::sys::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6};
 
 /// The virtio-net header we ask for: the basic 10 bytes.
 const VNET: VnetHdrSize = VnetHdrSize::Basic;
@@ -133,11 +135,12 @@ fn not_permitted(name: &str, e: io::Error) -> io::Error {
 impl TapChannel {
     /// Opens (or creates) the tap `name`, non-blocking, with offloads if
     /// the kernel has them; `batch` is the most frames one write batch
-    /// holds (the receive batch), which the coalescer is sized for.
-    pub fn open(name: &str, batch: usize) -> io::Result<Self> {
+    /// holds (the receive batch), which the coalescer is sized for. With
+    /// `join_udp` UDP datagrams are joined too, if the kernel takes them.
+    pub fn open(name: &str, batch: usize, join_udp: bool) -> io::Result<Self> {
         let (file, name, offload) = match crate::sys::open_tap_vnet(name) {
             Ok((file, name)) => {
-                let offload = Offload::switch_on(&file, &name, batch);
+                let offload = Offload::switch_on(&file, &name, batch, join_udp);
                 (file, name, Some(offload))
             }
             // A kernel (or a sandbox) without IFF_VNET_HDR: the plain way.
@@ -198,18 +201,25 @@ impl TapChannel {
 }
 
 impl Offload {
-    /// Sets the header size and asks for checksum and TCP segmentation
+    /// Sets the header size and asks for checksum, TCP and UDP segmentation
     /// offload, as much of it as the kernel allows.
-    fn switch_on(file: &File, name: &str, batch: usize) -> Offload {
+    fn switch_on(file: &File, name: &str, batch: usize, join_udp: bool) -> Offload {
         if let Err(e) = crate::sys::set_tap_vnet_hdr_size(file, VNET.len()) {
             // The kernel's default is the same 10 bytes.
             debug!("tap {name}: TUNSETVNETHDRSZ refused ({e}); the default header size stays");
         }
         let mut state = TapState { gro: true, ..TapState::default() };
-        for (flags, csum, tso) in [(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, true, true), (TUN_F_CSUM, true, false)] {
+        // A kernel that knows UDP segmentation offload (Linux 6.2) takes
+        // the flags, and takes UDP super-frames from us as well.
+        let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        for (flags, csum, tso, uso) in [
+            (tso | TUN_F_USO4 | TUN_F_USO6, true, true, true),
+            (tso, true, true, false),
+            (TUN_F_CSUM, true, false, false),
+        ] {
             match crate::sys::set_tap_offload(file, flags) {
                 Ok(()) => {
-                    (state.checksum, state.tso) = (csum, tso);
+                    (state.checksum, state.tso, state.uso, state.gro_udp) = (csum, tso, uso, uso && join_udp);
                     break;
                 }
                 Err(e) => debug!("tap {name}: offload flags {flags:#x} refused: {e}"),
@@ -217,13 +227,16 @@ impl Offload {
         }
         let on = |b: bool| if b { "on" } else { "off" };
         log::info!(
-            "tap {name}: offloads: checksum {}, TCP segmentation {}, joining segments on",
+            "tap {name}: offloads: checksum {}, TCP segmentation {}, UDP segmentation {}, joining TCP segments on, \
+             joining UDP datagrams {}",
             on(state.checksum),
-            on(state.tso)
+            on(state.tso),
+            on(state.uso),
+            on(state.gro_udp)
         );
         Offload {
+            coalescer: Coalescer::new(VNET, batch.max(1)).with_udp(state.gro_udp),
             state,
-            coalescer: Coalescer::new(VNET, batch.max(1)),
             capacity: batch.max(1),
             buf: vec![0u8; MAX_SUPER_FRAME].into_boxed_slice(),
         }
@@ -234,7 +247,7 @@ impl Drop for TapChannel {
     /// Switches the offloads off, so the next reader of a persistent tap is
     /// not handed super-frames or partial checksums.
     fn drop(&mut self) {
-        if self.offload.as_ref().is_some_and(|o| o.state.checksum || o.state.tso) {
+        if self.offload.as_ref().is_some_and(|o| o.state.checksum || o.state.tso || o.state.uso) {
             if let Err(e) = crate::sys::set_tap_offload(&self.file, 0) {
                 debug!("{}: could not switch offloads off at exit: {e}", self.label);
             }
@@ -342,6 +355,7 @@ impl Offload {
             self.state.rejected += refused;
             if refused > 0 && self.state.rejected >= REJECTS_BEFORE_OFF {
                 self.state.gro = false;
+                self.state.gro_udp = false;
                 warn!(
                     "{label}: the kernel refused {} super-frames; writing frame by frame from now on",
                     self.state.rejected
@@ -402,16 +416,17 @@ impl Channel for TapChannel {
     /// tap gives ordinary, complete frames.
     fn offload_refused(&mut self, trouble: Trouble) {
         let Some(o) = self.offload.as_mut() else { return };
-        let (flags, what) = if trouble.frame && (o.state.checksum || o.state.tso) {
-            (0, "checksum and TCP segmentation offload")
-        } else if trouble.super_frame && o.state.tso {
-            (TUN_F_CSUM, "TCP segmentation offload")
+        let (flags, what) = if trouble.frame && (o.state.checksum || o.state.tso || o.state.uso) {
+            (0, "checksum and UDP and TCP segmentation offload")
+        } else if trouble.super_frame && (o.state.tso || o.state.uso) {
+            (TUN_F_CSUM, "UDP and TCP segmentation offload")
         } else {
             return;
         };
         match crate::sys::set_tap_offload(&self.file, flags) {
             Ok(()) => {
                 o.state.tso = false;
+                o.state.uso = false;
                 o.state.checksum = flags != 0;
                 warn!("{}: could not use what the tap handed over; {what} switched off", self.label);
             }

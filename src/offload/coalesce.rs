@@ -1,6 +1,8 @@
 //! Network to tap: consecutive TCP segments of one flow from a receive
 //! batch, joined into one super-frame for a tap with `IFF_VNET_HDR`, so the
-//! kernel takes in one frame what came as many.
+//! kernel takes in one frame what came as many; and, where the kernel takes
+//! UDP super-frames (USO, Linux 6.2 and later), consecutive UDP datagrams of
+//! one flow the same way.
 //!
 //! The rules are those of Linux GRO (`tcp_gro_receive`, `inet_gro_receive`,
 //! `ipv6_gro_receive`) and wireguard-go's `tcpGRO`, on Ethernet frames: a
@@ -13,6 +15,15 @@
 //! fragments, IPv6 extension headers or ECN CE; both checksums right; and
 //! the result at most 64 KiB. Everything else goes to the tap as it came,
 //! behind an all-zero header, and is counted.
+//!
+//! UDP datagrams join under the rules of Linux's `udp_gro_receive_segment`
+//! and wireguard-go's `udpGRO`: same flow, TTL or hop limit, TOS or
+//! traffic class, flow label and DF, IPv4 ids as for TCP, the same payload
+//! size but the last (which may be shorter and ends the run), at most
+//! [`UDP_MAX_SEGMENTS`] datagrams, checksums right (or absent, over IPv4).
+//! The kernel cuts such a super-frame (`__udp_gso_segment`) into exactly the
+//! datagrams that came: the same headers, the ids counting up, the lengths
+//! and checksums its own.
 //!
 //! The checksums of every segment that may join are verified here because
 //! a super-frame goes to the kernel with `NEEDS_CSUM`: the kernel will
@@ -30,7 +41,7 @@
 use std::fmt;
 
 use super::checksum::Sum;
-use super::headers::{put_u16, u16_at, u32_at, Shape, Tcp, ACK, ETH_LEN, MAX_HEADERS, PSH, TCP_CSUM, TCP_FLAGS};
+use super::headers::{put_u16, u16_at, u32_at, Shape, Tcp, ACK, ETH_LEN, MAX_HEADERS, PSH, TCP_FLAGS};
 use super::vnet::{Gso, VnetHdr, VnetHdrSize, F_NEEDS_CSUM};
 
 /// The longest IP packet a super-frame may hold (IPv4 total length, or
@@ -40,6 +51,10 @@ pub const MAX_IP_LEN: usize = 65535;
 /// The longest thing [`Coalescer::write`] writes: the longest virtio-net
 /// header, Ethernet, and the longest IP packet.
 pub const MAX_SUPER_FRAME: usize = 12 + ETH_LEN + MAX_IP_LEN;
+
+/// The most datagrams one UDP super-frame may carry: the kernel refuses
+/// more (`UDP_MAX_SEGMENTS`, 64 before Linux 6.9).
+pub const UDP_MAX_SEGMENTS: u32 = 64;
 
 /// How many of the most recent runs are searched for a frame's flow: a
 /// batch rarely interleaves more flows than this, and a flow that is not
@@ -64,7 +79,7 @@ pub enum Plain {
     Fragment,
     /// IPv6 with extension headers.
     Ipv6ExtensionHeaders,
-    /// IP but not TCP (UDP, ICMP, ...).
+    /// IP but not TCP (ICMP, say; or UDP where UDP is not joined).
     NotTcp,
     /// A TCP data offset under 5 or past the end.
     BadTcpHeader,
@@ -80,11 +95,13 @@ pub enum Plain {
     BadIpChecksum,
     /// The TCP checksum is wrong.
     BadTcpChecksum,
+    /// The UDP checksum is wrong.
+    BadUdpChecksum,
 }
 
 impl Plain {
     /// Number of reasons.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     /// All reasons, in counter order.
     pub const ALL: [Plain; Self::COUNT] = [
         Plain::Truncated,
@@ -102,6 +119,7 @@ impl Plain {
         Plain::EcnCe,
         Plain::BadIpChecksum,
         Plain::BadTcpChecksum,
+        Plain::BadUdpChecksum,
     ];
 
     /// A short name for logs and counters.
@@ -122,6 +140,7 @@ impl Plain {
             Plain::EcnCe => "ecn-ce",
             Plain::BadIpChecksum => "bad-ip-checksum",
             Plain::BadTcpChecksum => "bad-tcp-checksum",
+            Plain::BadUdpChecksum => "bad-udp-checksum",
         }
     }
 }
@@ -160,7 +179,8 @@ pub enum Break {
     Header,
     /// An IPv4 id that does not follow.
     IpId,
-    /// The super-frame would pass 64 KiB.
+    /// The super-frame would pass 64 KiB (or, for UDP,
+    /// [`UDP_MAX_SEGMENTS`] datagrams).
     Full,
 }
 
@@ -335,6 +355,7 @@ impl Run {
     fn same_flow(&self, frame: &[u8], tcp: &Tcp) -> bool {
         let addrs = if tcp.v6 { ETH_LEN + 8..ETH_LEN + 40 } else { ETH_LEN + 12..ETH_LEN + 20 };
         self.tcp.v6 == tcp.v6
+            && self.tcp.udp == tcp.udp
             && self.ports == u32_at(frame, tcp.l4)
             && self.head[addrs.clone()] == frame[addrs]
             && self.head[..ETH_LEN] == frame[..ETH_LEN]
@@ -355,14 +376,15 @@ impl Run {
             h[ETH_LEN + 1] == frame[ETH_LEN + 1] && same(ETH_LEN + 6..ETH_LEN + 9)
         };
         // ACK number, data offset and NS, window and urgent pointer, options.
-        let tcp_same = tcp.hdr_len == self.tcp.hdr_len
-            && same(l4 + 8..l4 + 13)
-            && same(l4 + 14..l4 + 16)
-            && same(l4 + 18..tcp.hdr_len);
+        let tcp_same = tcp.udp
+            || (tcp.hdr_len == self.tcp.hdr_len
+                && same(l4 + 8..l4 + 13)
+                && same(l4 + 14..l4 + 16)
+                && same(l4 + 18..tcp.hdr_len));
         if !(ip_same && tcp_same) {
             return Err(Break::Header);
         }
-        if tcp.seq(frame) != self.next_seq {
+        if !tcp.udp && tcp.seq(frame) != self.next_seq {
             return Err(Break::Sequence);
         }
         let len = frame.len() - tcp.hdr_len;
@@ -381,7 +403,9 @@ impl Run {
                 return Err(Break::IpId);
             }
         }
-        if self.tcp.hdr_len - ETH_LEN + self.payload as usize + len > max_ip_len {
+        if self.tcp.hdr_len - ETH_LEN + self.payload as usize + len > max_ip_len
+            || (tcp.udp && self.count >= UDP_MAX_SEGMENTS)
+        {
             return Err(Break::Full);
         }
         Ok(())
@@ -394,6 +418,7 @@ pub struct Coalescer {
     size: VnetHdrSize,
     capacity: usize,
     max_ip_len: usize,
+    udp: bool,
     pushed: usize,
     runs: Vec<Run>,
     items: Vec<Item>,
@@ -412,6 +437,7 @@ impl Coalescer {
             size,
             capacity,
             max_ip_len: MAX_IP_LEN,
+            udp: false,
             pushed: 0,
             runs: Vec::with_capacity(capacity),
             items: Vec::with_capacity(capacity),
@@ -425,6 +451,18 @@ impl Coalescer {
     pub fn with_max_ip_len(mut self, max_ip_len: usize) -> Coalescer {
         self.max_ip_len = max_ip_len.min(MAX_IP_LEN);
         self
+    }
+
+    /// Joins UDP datagrams too (into `VIRTIO_NET_HDR_GSO_UDP_L4`
+    /// super-frames), for a tap whose kernel takes them.
+    pub fn with_udp(mut self, udp: bool) -> Coalescer {
+        self.udp = udp;
+        self
+    }
+
+    /// True if it joins UDP datagrams too.
+    pub fn joins_udp(&self) -> bool {
+        self.udp
     }
 
     /// The header size it writes.
@@ -482,12 +520,23 @@ impl Coalescer {
     }
 
     fn place(&mut self, index: u32, frame: &[u8]) -> Placement {
-        let tcp = match Tcp::parse(frame) {
+        let parsed = if self.udp { Tcp::parse_with_udp(frame) } else { Tcp::parse(frame) };
+        let tcp = match parsed {
             Ok(t) => t,
             Err(s) => return Placement::Plain(s.into()),
         };
         let found = self.find_flow(frame, &tcp);
-        let plain = if tcp.flags(frame) & !PSH != ACK {
+        let plain = if tcp.udp {
+            if frame.len() == tcp.hdr_len {
+                Some(Plain::NoPayload)
+            } else if !tcp.ip_csum_ok(frame) {
+                Some(Plain::BadIpChecksum)
+            } else if !tcp.tcp_csum_ok(frame) {
+                Some(Plain::BadUdpChecksum)
+            } else {
+                None
+            }
+        } else if tcp.flags(frame) & !PSH != ACK {
             Some(Plain::Flags)
         } else if frame.len() == tcp.hdr_len {
             Some(Plain::NoPayload)
@@ -514,7 +563,7 @@ impl Coalescer {
                     let next = &mut self.next;
                     let run = &mut self.runs[r];
                     let len = frame.len() - tcp.hdr_len;
-                    let psh = tcp.flags(frame) & PSH != 0;
+                    let psh = !tcp.udp && tcp.flags(frame) & PSH != 0;
                     next[run.last as usize] = index;
                     run.last = index;
                     run.count += 1;
@@ -538,7 +587,7 @@ impl Coalescer {
             }
         }
         let len = frame.len() - tcp.hdr_len;
-        let psh = tcp.flags(frame) & PSH != 0;
+        let psh = !tcp.udp && tcp.flags(frame) & PSH != 0;
         let mut head = [0u8; MAX_HEADERS];
         head[..tcp.hdr_len].copy_from_slice(&frame[..tcp.hdr_len]);
         self.runs.push(Run {
@@ -552,7 +601,7 @@ impl Coalescer {
             // joined by anything: its run stays one frame.
             gso_size: len.min(usize::from(u16::MAX)) as u16,
             payload: len as u32,
-            next_seq: tcp.seq(frame).wrapping_add(len as u32),
+            next_seq: if tcp.udp { 0 } else { tcp.seq(frame).wrapping_add(len as u32) },
             last_id: if tcp.v6 { 0 } else { u16_at(frame, ETH_LEN + 4) },
             ids: Ids::Unknown,
             psh,
@@ -624,12 +673,16 @@ impl Coalescer {
         let out = out.get_mut(..need).ok_or(WriteError::TooSmall { need })?;
         let hdr = VnetHdr {
             flags: F_NEEDS_CSUM,
-            gso: if run.tcp.v6 { Gso::TcpV6 } else { Gso::TcpV4 },
+            gso: match (run.tcp.udp, run.tcp.v6) {
+                (true, _) => Gso::UdpL4,
+                (false, true) => Gso::TcpV6,
+                (false, false) => Gso::TcpV4,
+            },
             ecn: false,
             hdr_len: hl as u16,
             gso_size: run.gso_size,
             csum_start: l4 as u16,
-            csum_offset: TCP_CSUM as u16,
+            csum_offset: run.tcp.csum_offset() as u16,
             num_buffers: 0,
         };
         hdr.emit(out, self.size);
@@ -656,21 +709,25 @@ impl Coalescer {
             let c = Sum::of(&o[ETH_LEN..l4]).finish();
             put_u16(o, ETH_LEN + 10, c);
         }
+        let tcp_len = (o.len() - l4) as u16;
+        if run.tcp.udp {
+            // The kernel cuts by this length (`__udp_gso_segment`).
+            put_u16(o, l4 + 4, tcp_len);
+        }
         if run.psh {
             o[l4 + TCP_FLAGS] |= PSH;
         }
         // As the kernel's own GSO frames have it: the pseudo-header sum of
         // the whole super-frame, not complemented, for it to finish.
-        let tcp_len = (o.len() - l4) as u16;
         let ps = run.tcp.pseudo(o).word(tcp_len).fold();
-        put_u16(o, l4 + TCP_CSUM, ps);
+        put_u16(o, l4 + run.tcp.csum_offset(), ps);
         Ok(need)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::headers::tests::{fix_ip_csum, fix_tcp_csum, tcp_frame};
+    use super::super::headers::tests::{fix_ip_csum, fix_tcp_csum, tcp_frame, udp_frame};
     use super::super::headers::{put_u32, CWR, ECE, FIN, SYN};
     use super::*;
 
@@ -876,6 +933,147 @@ mod tests {
         assert_eq!(c.write_frame(&frames[0], &mut plain), Ok(10 + frames[0].len()));
         assert_eq!(&plain[..10], &[0; 10]);
         assert_eq!(c.write_frame(&frames[0], &mut plain[..20]), Err(WriteError::TooSmall { need: 164 }));
+    }
+
+    fn udp(v6: bool, id: u16, len: usize) -> Vec<u8> {
+        let data: Vec<u8> = (0..len).map(|i| (usize::from(id) * 7 + i) as u8).collect();
+        udp_frame(v6, id, &data)
+    }
+
+    /// What the kernel makes of a UDP super-frame (`__udp_gso_segment`
+    /// after `inet_gso_segment` or `ipv6_gso_segment`): `gso_size` payloads,
+    /// each behind a copy of the headers with its own lengths, the IPv4 id
+    /// counting up, and its checksums computed.
+    fn kernel_cuts_udp(out: &[u8]) -> Vec<Vec<u8>> {
+        let hdr = VnetHdr::parse(out, VnetHdrSize::Basic).unwrap();
+        assert_eq!((hdr.gso, hdr.flags, hdr.csum_offset), (Gso::UdpL4, F_NEEDS_CSUM, 6));
+        let f = &out[10..];
+        let t = Tcp::parse_with_udp(f).expect("the super-frame parses");
+        assert_eq!((usize::from(hdr.csum_start), usize::from(hdr.hdr_len)), (t.l4, t.hdr_len));
+        // The field holds the pseudo-header sum of the whole, as the
+        // kernel's own USO frames do.
+        let whole = t.pseudo(f).word((f.len() - t.l4) as u16).fold();
+        assert_eq!(u16_at(f, t.l4 + 6), whole);
+        let id0 = u16_at(f, ETH_LEN + 4);
+        f[t.hdr_len..]
+            .chunks(usize::from(hdr.gso_size))
+            .enumerate()
+            .map(|(k, payload)| {
+                let mut g = f[..t.hdr_len].to_vec();
+                g.extend_from_slice(payload);
+                let ip_len = g.len() - ETH_LEN;
+                if t.v6 {
+                    put_u16(&mut g, ETH_LEN + 4, (ip_len - 40) as u16);
+                } else {
+                    put_u16(&mut g, ETH_LEN + 2, ip_len as u16);
+                    put_u16(&mut g, ETH_LEN + 4, id0.wrapping_add(k as u16));
+                    fix_ip_csum(&mut g);
+                }
+                let udp_len = (g.len() - t.l4) as u16;
+                put_u16(&mut g, t.l4 + 4, udp_len);
+                fix_tcp_csum(&mut g);
+                g
+            })
+            .collect()
+    }
+
+    #[test]
+    fn joins_udp_datagrams_that_the_kernel_cuts_back_into_the_same() {
+        for v6 in [false, true] {
+            let frames = vec![udp(v6, 7, 64), udp(v6, 8, 64), udp(v6, 9, 64), udp(v6, 10, 20)];
+            let mut c = Coalescer::new(VnetHdrSize::Basic, 8).with_udp(true);
+            let p = push_all(&mut c, &frames);
+            assert!(matches!(p[0], Placement::Started { after: None, .. }), "{p:?}");
+            assert!(p[1..].iter().all(|p| matches!(p, Placement::Joined(_))), "{p:?}");
+            let s = supers(&c);
+            assert_eq!(s.len(), 1);
+            assert_eq!((s[0].segments, s[0].gso_size), (4, 64));
+            let mut out = vec![0u8; MAX_SUPER_FRAME];
+            let n = c.write(&s[0], |i| &frames[i], &mut out).unwrap();
+            assert_eq!(n, s[0].len);
+            // An independent parser reads one UDP datagram of the whole length.
+            let pk = etherparse::SlicedPacket::from_ethernet(&out[10..n]).expect("etherparse reads it");
+            match pk.transport {
+                Some(etherparse::TransportSlice::Udp(u)) => {
+                    assert_eq!(usize::from(u.length()), 8 + 3 * 64 + 20);
+                    assert_eq!(u.payload().len(), 3 * 64 + 20);
+                }
+                other => panic!("not UDP: {other:?}"),
+            }
+            assert_eq!(kernel_cuts_udp(&out[..n]), frames, "v6 {v6}");
+            assert_eq!(c.counters.super_frames, 1);
+            assert_eq!(c.counters.joined, 3);
+        }
+    }
+
+    #[test]
+    fn udp_runs_break_by_the_rules() {
+        let joined = |frames: &[Vec<u8>]| {
+            let mut c = Coalescer::new(VnetHdrSize::Basic, 128).with_udp(true);
+            let p = push_all(&mut c, frames);
+            (p, c)
+        };
+        // A shorter datagram ends the run.
+        let (p, _) = joined(&[udp(false, 1, 64), udp(false, 2, 10), udp(false, 3, 64)]);
+        assert_eq!(p[2], Placement::Started { run: RunId(1), after: Some(Break::Ended) });
+        // A larger one cannot follow.
+        let (p, _) = joined(&[udp(false, 1, 64), udp(false, 2, 65)]);
+        assert_eq!(p[1], Placement::Started { run: RunId(1), after: Some(Break::Size) });
+        // An id that does not follow.
+        let (p, _) = joined(&[udp(false, 1, 64), udp(false, 5, 64)]);
+        assert_eq!(p[1], Placement::Started { run: RunId(1), after: Some(Break::IpId) });
+        // A different TTL, or TOS.
+        for at in [ETH_LEN + 8, ETH_LEN + 1] {
+            let mut other = udp(false, 2, 64);
+            other[at] ^= 0x04;
+            fix_ip_csum(&mut other);
+            let (p, _) = joined(&[udp(false, 1, 64), other]);
+            assert_eq!(p[1], Placement::Started { run: RunId(1), after: Some(Break::Header) }, "byte {at}");
+        }
+        // No more than the kernel cuts.
+        let many: Vec<Vec<u8>> = (0..70).map(|i| udp(false, i, 16)).collect();
+        let (p, c) = joined(&many);
+        assert_eq!(p[64], Placement::Started { run: RunId(1), after: Some(Break::Full) });
+        assert_eq!(supers(&c).iter().map(|s| s.segments).collect::<Vec<_>>(), vec![64, 6]);
+        // The 64 KiB cap.
+        let big: Vec<Vec<u8>> = (0..50).map(|i| udp(false, i, 1400)).collect();
+        let (_, c) = joined(&big);
+        assert!(supers(&c).iter().all(|s| s.len - 10 - ETH_LEN <= MAX_IP_LEN));
+        assert_eq!(c.counters.breaks(Break::Full), 1);
+    }
+
+    #[test]
+    fn udp_that_cannot_join_passes_as_it_came() {
+        // Not joined at all unless asked for.
+        let mut c = Coalescer::new(VnetHdrSize::Basic, 8);
+        assert!(!c.joins_udp());
+        assert_eq!(c.push(&udp(false, 1, 64)).unwrap(), Placement::Plain(Plain::NotTcp));
+        let mut c = Coalescer::new(VnetHdrSize::Basic, 8).with_udp(true);
+        let mut bad = udp(false, 2, 64);
+        bad[50] ^= 0x10;
+        assert_eq!(c.push(&bad).unwrap(), Placement::Plain(Plain::BadUdpChecksum));
+        let mut bad_ip = udp(false, 3, 64);
+        bad_ip[ETH_LEN + 10] ^= 1;
+        assert_eq!(c.push(&bad_ip).unwrap(), Placement::Plain(Plain::BadIpChecksum));
+        assert_eq!(c.push(&udp(false, 4, 0)).unwrap(), Placement::Plain(Plain::NoPayload));
+        let mut padded = udp(false, 5, 30);
+        put_u16(&mut padded, 34 + 4, 20);
+        assert_eq!(c.push(&padded).unwrap(), Placement::Plain(Plain::LengthMismatch));
+        // IPv6 must have a checksum; IPv4 may go without, and still joins.
+        let mut none6 = udp(true, 0, 64);
+        put_u16(&mut none6, 54 + 6, 0);
+        assert_eq!(c.push(&none6).unwrap(), Placement::Plain(Plain::BadUdpChecksum));
+        c.clear();
+        let mut frames = vec![udp(false, 10, 64), udp(false, 11, 64)];
+        put_u16(&mut frames[1], 34 + 6, 0);
+        assert!(matches!(push_all(&mut c, &frames)[1], Placement::Joined(_)));
+        // TCP and UDP between the same ports and addresses are two flows.
+        c.clear();
+        let mut t = seg(false, 0, 1, 64);
+        put_u32(&mut t, 34, u32_at(&udp(false, 0, 1), 34));
+        fix_tcp_csum(&mut t);
+        let p = push_all(&mut c, &[t, udp(false, 2, 64)]);
+        assert_eq!(p[1], Placement::Started { run: RunId(1), after: None });
     }
 
     #[test]

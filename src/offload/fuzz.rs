@@ -4,7 +4,7 @@
 //! coalescer, with properties that must hold for every input.
 
 /// The layout of a `vnet` fuzz input, for making seeds: a mode byte (bit
-/// 0: 12-byte headers), the tap read (virtio-net header and frame) behind
+/// 0: 12-byte headers; bit 1: the batch's coalescer joins UDP), the tap read (virtio-net header and frame) behind
 /// its 16-bit little-endian length, then extra frames for the coalescer,
 /// each a position byte (insert before that segment of the split) and a
 /// 16-bit little-endian length.
@@ -58,7 +58,7 @@ pub fn vnet(data: &[u8]) {
             }
             assert_eq!(segments.len(), count);
             assert_eq!(segments.iter().map(|x| x.len() - hl).sum::<usize>(), total, "every payload byte is sent once");
-            let mut c = Coalescer::new(size, count);
+            let mut c = Coalescer::new(size, count).with_udp(true);
             for seg in &segments {
                 if let Placement::Plain(why) = c.push(seg).expect("room for every segment") {
                     assert!(
@@ -74,7 +74,7 @@ pub fn vnet(data: &[u8]) {
     for (pos, f) in extra.iter().rev() {
         batch.insert((*pos).min(batch.len()), f);
     }
-    let mut c = Coalescer::new(size, batch.len().max(1));
+    let mut c = Coalescer::new(size, batch.len().max(1)).with_udp(mode & 2 != 0);
     for f in &batch {
         c.push(f).expect("room for the batch");
     }
@@ -120,11 +120,13 @@ pub fn vnet(data: &[u8]) {
 /// Whether a segment split from a super-frame is the frame it was made of:
 /// byte for byte, but for two things a sender may do either way. A run of
 /// IPv4 segments with one fixed id (allowed with DF) comes back with ids
-/// counting up, and a checksum of 0xffff is the same as one of 0 (one's
+/// counting up, and a TCP checksum of 0xffff is the same as one of 0 (one's
 /// complement has two zeros; we write 0).
 fn same_but_equivalent(a: &[u8], b: &[u8]) -> bool {
     let ipv4 = b[12..14] == [8, 0];
     let l4 = if ipv4 { 34 } else { 54 };
+    let udp = b[if ipv4 { 23 } else { 20 }] == 17;
+    let csum = l4 + if udp { 6 } else { 16 };
     let word = |x: &[u8], i: usize| u16::from_be_bytes([x[i], x[i + 1]]);
     let zero = |x: u16| x == 0 || x == 0xffff;
     let csum_same = |i: usize| word(a, i) == word(b, i) || (zero(word(a, i)) && zero(word(b, i)));
@@ -132,6 +134,6 @@ fn same_but_equivalent(a: &[u8], b: &[u8]) -> bool {
         a[i] == b[i]
             || (ipv4 && (i == 18 || i == 19))
             || (ipv4 && (i == 24 || i == 25) && (a[18..20] != b[18..20] || csum_same(24)))
-            || ((i == l4 + 16 || i == l4 + 17) && csum_same(l4 + 16))
+            || ((i == csum || i == csum + 1) && csum_same(csum))
     })
 }

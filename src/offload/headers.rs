@@ -1,10 +1,11 @@
-//! Where the headers of an Ethernet/IP/TCP frame are, found once and
-//! checked, for both directions of the offloads.
+//! Where the headers of an Ethernet/IP/TCP (or UDP) frame are, found once
+//! and checked, for both directions of the offloads.
 //!
 //! Only the plain shape is accepted: an untagged Ethernet header, IPv4
 //! without options and not a fragment, or IPv6 without extension headers,
-//! then TCP, with the IP length exactly the rest of the frame. Anything else
-//! gets a reason, and the offloads leave it alone.
+//! then TCP (or, where the caller asks for it, UDP), with the IP length
+//! exactly the rest of the frame. Anything else gets a reason, and the
+//! offloads leave it alone.
 
 /// Length of an untagged Ethernet header.
 pub const ETH_LEN: usize = 14;
@@ -21,6 +22,10 @@ pub const MAX_HEADERS: usize = ETH_LEN + IPV6_LEN + TCP_MAX;
 
 /// Offset of the TCP checksum in the TCP header (`csum_offset`).
 pub const TCP_CSUM: usize = 16;
+/// Length of a UDP header.
+pub const UDP_LEN: usize = 8;
+/// Offset of the UDP checksum in the UDP header (`csum_offset`).
+pub const UDP_CSUM: usize = 6;
 /// Offset of the TCP flags byte.
 pub const TCP_FLAGS: usize = 13;
 
@@ -36,6 +41,7 @@ pub const CWR: u8 = 0x80;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
 
 /// Why a frame is not one the offloads work on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -54,7 +60,7 @@ pub enum Shape {
     Fragment,
     /// IPv6 with extension headers.
     Ipv6ExtensionHeaders,
-    /// IP, but not carrying TCP.
+    /// IP, but not carrying TCP (nor UDP, where UDP was asked for).
     NotTcp,
     /// A TCP data offset under 5 or past the end.
     BadTcpHeader,
@@ -62,20 +68,34 @@ pub enum Shape {
     LengthMismatch,
 }
 
-/// The layout of an Ethernet/IP/TCP frame.
+/// The layout of an Ethernet/IP/TCP frame, or Ethernet/IP/UDP where
+/// [`Tcp::parse_with_udp`] found one.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Tcp {
     /// IPv6 rather than IPv4.
     pub v6: bool,
-    /// Start of the TCP header (`csum_start`).
+    /// UDP rather than TCP.
+    pub udp: bool,
+    /// Start of the TCP (or UDP) header (`csum_start`).
     pub l4: usize,
-    /// End of the TCP header: where the payload starts.
+    /// End of the TCP (or UDP) header: where the payload starts.
     pub hdr_len: usize,
 }
 
 impl Tcp {
-    /// Finds the headers of `frame`.
+    /// Finds the headers of `frame`, which must carry TCP.
     pub fn parse(frame: &[u8]) -> Result<Tcp, Shape> {
+        Self::parse_l4(frame, false)
+    }
+
+    /// Finds the headers of `frame`, which may carry TCP or UDP. A UDP
+    /// length that is not the rest of the frame is a [`Shape::LengthMismatch`].
+    pub fn parse_with_udp(frame: &[u8]) -> Result<Tcp, Shape> {
+        Self::parse_l4(frame, true)
+    }
+
+    fn parse_l4(frame: &[u8], udp_ok: bool) -> Result<Tcp, Shape> {
+        let carries = |proto: u8| proto == PROTO_TCP || (udp_ok && proto == PROTO_UDP);
         let ethertype =
             u16::from_be_bytes([*frame.get(12).ok_or(Shape::Truncated)?, *frame.get(13).ok_or(Shape::Truncated)?]);
         // The IP length field, and what it must say for the frame to end
@@ -87,7 +107,7 @@ impl Tcp {
                 if ip[0] >> 4 != 4 || ihl < IPV4_LEN {
                     return Err(Shape::BadIpHeader);
                 }
-                if ip[9] != PROTO_TCP {
+                if !carries(ip[9]) {
                     return Err(Shape::NotTcp);
                 }
                 if ihl != IPV4_LEN {
@@ -105,7 +125,7 @@ impl Tcp {
                     return Err(Shape::BadIpHeader);
                 }
                 match ip[6] {
-                    PROTO_TCP => {}
+                    p if carries(p) => {}
                     // Hop-by-hop, routing, fragment, destination options,
                     // AH, mobility, HIP, shim6.
                     0 | 43 | 44 | 60 | 51 | 135 | 139 | 140 => return Err(Shape::Ipv6ExtensionHeaders),
@@ -116,6 +136,14 @@ impl Tcp {
             0x8100 | 0x88a8 | 0x9100 => return Err(Shape::VlanTagged),
             _ => return Err(Shape::NotIp),
         };
+        let udp = frame[if v6 { ETH_LEN + 6 } else { ETH_LEN + 9 }] == PROTO_UDP;
+        if udp {
+            let h = frame.get(l4..l4 + UDP_LEN).ok_or(Shape::Truncated)?;
+            if usize::from(ip_len) != want || usize::from(u16::from_be_bytes([h[4], h[5]])) != frame.len() - l4 {
+                return Err(Shape::LengthMismatch);
+            }
+            return Ok(Tcp { v6, udp, l4, hdr_len: l4 + UDP_LEN });
+        }
         let tcp = frame.get(l4..l4 + TCP_MIN).ok_or(Shape::Truncated)?;
         if usize::from(ip_len) != want {
             return Err(Shape::LengthMismatch);
@@ -124,13 +152,22 @@ impl Tcp {
         if doff < TCP_MIN || l4 + doff > frame.len() {
             return Err(Shape::BadTcpHeader);
         }
-        Ok(Tcp { v6, l4, hdr_len: l4 + doff })
+        Ok(Tcp { v6, udp: false, l4, hdr_len: l4 + doff })
     }
 
     /// The pseudo-header sum without the length: addresses and protocol.
     pub fn pseudo(&self, frame: &[u8]) -> super::checksum::Sum {
         let addrs = if self.v6 { &frame[ETH_LEN + 8..ETH_LEN + 40] } else { &frame[ETH_LEN + 12..ETH_LEN + 20] };
-        super::checksum::Sum::of(addrs).word(u16::from(PROTO_TCP))
+        super::checksum::Sum::of(addrs).word(u16::from(if self.udp { PROTO_UDP } else { PROTO_TCP }))
+    }
+
+    /// Where the checksum is, from the start of the TCP (or UDP) header.
+    pub fn csum_offset(&self) -> usize {
+        if self.udp {
+            UDP_CSUM
+        } else {
+            TCP_CSUM
+        }
     }
 
     /// The TCP flags byte.
@@ -143,9 +180,13 @@ impl Tcp {
         u32_at(frame, self.l4 + 4)
     }
 
-    /// True if the TCP checksum of `frame` is right.
+    /// True if the TCP (or UDP) checksum of `frame` is right. An IPv4
+    /// UDP datagram may have none (a zero checksum); over IPv6 it must.
     pub fn tcp_csum_ok(&self, frame: &[u8]) -> bool {
         let seg = &frame[self.l4..];
+        if self.udp && !self.v6 && u16_at(seg, UDP_CSUM) == 0 {
+            return true;
+        }
         self.pseudo(frame).word(seg.len() as u16).bytes(seg).fold() == 0xffff
     }
 
@@ -211,13 +252,42 @@ pub(crate) mod tests {
         f
     }
 
-    /// Recomputes the TCP checksum after a test changed the frame.
+    /// A frame of `payload` bytes of UDP over IPv4 (or IPv6), checksums
+    /// right.
+    pub fn udp_frame(v6: bool, id: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        let udp_len = UDP_LEN + payload.len();
+        if v6 {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+            f.extend_from_slice(&[17, 64]);
+            f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        } else {
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+            f.extend_from_slice(&((IPV4_LEN + udp_len) as u16).to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
+            let c = crate::offload::checksum::Sum::of(&f[ETH_LEN..]).finish();
+            put_u16(&mut f, ETH_LEN + 10, c);
+        }
+        f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+        f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        fix_tcp_csum(&mut f);
+        f
+    }
+
+    /// Recomputes the TCP (or UDP) checksum after a test changed the frame.
     pub fn fix_tcp_csum(f: &mut [u8]) {
-        let t = Tcp::parse(f).expect("a TCP frame");
-        put_u16(f, t.l4 + TCP_CSUM, 0);
+        let t = Tcp::parse_with_udp(f).expect("a TCP or UDP frame");
+        put_u16(f, t.l4 + t.csum_offset(), 0);
         let seg = &f[t.l4..];
         let c = t.pseudo(f).word(seg.len() as u16).bytes(seg).finish();
-        put_u16(f, t.l4 + TCP_CSUM, c);
+        // A computed UDP checksum of zero is sent as all ones (RFC 768).
+        let c = if t.udp && c == 0 { 0xffff } else { c };
+        put_u16(f, t.l4 + t.csum_offset(), c);
     }
 
     /// Recomputes the IPv4 header checksum after a test changed it.
@@ -232,12 +302,39 @@ pub(crate) mod tests {
     fn finds_the_headers() {
         let f = tcp_frame(false, 7, 1, b"hello");
         let t = Tcp::parse(&f).unwrap();
-        assert_eq!(t, Tcp { v6: false, l4: 34, hdr_len: 54 });
+        assert_eq!(t, Tcp { v6: false, udp: false, l4: 34, hdr_len: 54 });
         assert!(t.tcp_csum_ok(&f) && t.ip_csum_ok(&f));
         assert_eq!((t.seq(&f), t.flags(&f), t.ecn(&f)), (7, ACK, 0));
         let f = tcp_frame(true, 7, 0, b"hello");
-        assert_eq!(Tcp::parse(&f), Ok(Tcp { v6: true, l4: 54, hdr_len: 74 }));
+        assert_eq!(Tcp::parse(&f), Ok(Tcp { v6: true, udp: false, l4: 54, hdr_len: 74 }));
         assert!(Tcp::parse(&f).unwrap().tcp_csum_ok(&f));
+    }
+
+    #[test]
+    fn finds_udp_only_where_asked() {
+        for v6 in [false, true] {
+            let f = udp_frame(v6, 1, b"hello");
+            assert_eq!(Tcp::parse(&f), Err(Shape::NotTcp));
+            let t = Tcp::parse_with_udp(&f).unwrap();
+            let l4 = if v6 { 54 } else { 34 };
+            assert_eq!(t, Tcp { v6, udp: true, l4, hdr_len: l4 + 8 });
+            assert!(t.tcp_csum_ok(&f) && t.ip_csum_ok(&f));
+            assert_eq!(t.csum_offset(), UDP_CSUM);
+            // A UDP length that is not the rest of the frame.
+            let mut g = f.clone();
+            put_u16(&mut g, l4 + 4, 12);
+            assert_eq!(Tcp::parse_with_udp(&g), Err(Shape::LengthMismatch));
+            assert_eq!(Tcp::parse_with_udp(&f[..l4 + 4]), Err(Shape::Truncated));
+            // A damaged checksum; and no checksum, which IPv4 allows.
+            let mut g = f.clone();
+            g[l4 + 9] ^= 1;
+            assert!(!t.tcp_csum_ok(&g));
+            put_u16(&mut g, l4 + UDP_CSUM, 0);
+            assert_eq!(t.tcp_csum_ok(&g), !v6);
+        }
+        let mut icmp = tcp_frame(false, 0, 0, b"data");
+        icmp[14 + 9] = 1;
+        assert_eq!(Tcp::parse_with_udp(&icmp), Err(Shape::NotTcp));
     }
 
     #[test]

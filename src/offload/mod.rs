@@ -2,18 +2,21 @@
 //! no allocation per frame.
 //!
 //! A tap opened with `IFF_VNET_HDR` and told (`TUNSETOFFLOAD`) that we do
-//! checksums and TCP segmentation hands us TCP super-frames of up to 64 KiB
-//! and takes them back, which saves the kernel most of its per-frame work.
+//! checksums and TCP (and UDP) segmentation hands us TCP (and UDP)
+//! super-frames of up to 64 KiB and takes them back, which saves the kernel
+//! most of its per-frame work.
 //! The wire must not notice: every datagram stays one ordinary Ethernet
 //! frame, which QEMU, vde_plug and older rrqnets understand. So:
 //!
 //! - [`vnet`] is the virtio-net header in front of each frame;
 //! - [`split`] turns what the tap reads into ordinary frames: a partial
-//!   checksum completed, a super-frame cut into MSS-sized segments written
-//!   straight into the caller's transmit space (software TSO);
+//!   checksum completed, a super-frame cut into MSS-sized segments (or
+//!   datagrams) written straight into the caller's transmit space (software
+//!   TSO and USO);
 //! - [`coalesce`] joins consecutive in-order TCP segments of one flow from
-//!   a receive batch into super-frames for the tap (software GRO), and
-//!   passes everything else as it came.
+//!   a receive batch into super-frames for the tap (software GRO), UDP
+//!   datagrams of one flow too where the kernel takes them, and passes
+//!   everything else as it came.
 //!
 //! Both count every frame they could not help, by reason
 //! ([`SplitCounters`], [`CoalesceCounters`]), so the loop can report them.
@@ -58,8 +61,14 @@ pub struct TapState {
     pub checksum: bool,
     /// The kernel may hand us TCP super-frames (`TUN_F_TSO4 | TUN_F_TSO6`).
     pub tso: bool,
+    /// The kernel may hand us UDP super-frames (`TUN_F_USO4 | TUN_F_USO6`,
+    /// Linux 6.2 and later).
+    pub uso: bool,
     /// We join TCP segments into super-frames for the tap.
     pub gro: bool,
+    /// We join UDP datagrams into super-frames for the tap too (its kernel
+    /// takes them: Linux 6.2 and later).
+    pub gro_udp: bool,
     /// What the coalescer did.
     pub coalesce: CoalesceCounters,
     /// Super-frames written whole.

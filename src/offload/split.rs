@@ -1,10 +1,10 @@
-//! Tap to network: what a tap with checksum and TCP segmentation offload
-//! switched on hands us, made into ordinary Ethernet frames.
+//! Tap to network: what a tap with checksum and TCP (and UDP) segmentation
+//! offload switched on hands us, made into ordinary Ethernet frames.
 //!
 //! A read from such a tap is a virtio-net header and a frame. Most frames
 //! need nothing. A frame with `NEEDS_CSUM` and no GSO has a partial
 //! checksum (the kernel left only the pseudo-header sum in the field); it is
-//! completed in place. A TCP super-frame of up to 64 KiB is cut into
+//! completed in place. A TCP or UDP super-frame of up to 64 KiB is cut into
 //! `gso_size` payloads by a [`Segmenter`], which writes each segment,
 //! headers and checksums complete, straight into space the caller gives it
 //! (a slot of the UDP transmit queue), so no segment is ever built twice.
@@ -12,7 +12,8 @@
 //! The segments are what Linux's own software GSO (`tcp_gso_segment`,
 //! `inet_gso_segment`) would make: the IPv4 id counts up from the
 //! super-frame's, sequence numbers advance by the payload, FIN and PSH stay
-//! on the last segment only and CWR on the first only.
+//! on the last segment only and CWR on the first only; a UDP datagram gets
+//! its own length and checksum (`__udp_gso_segment`).
 //!
 //! Whatever cannot be made into ordinary frames that way is refused with a
 //! [`Refusal`] and counted; nothing here panics on any input.
@@ -20,7 +21,7 @@
 use std::fmt;
 
 use super::checksum::Sum;
-use super::headers::{put_u16, put_u32, u16_at, Shape, Tcp, CWR, ETH_LEN, FIN, PSH, TCP_CSUM, TCP_FLAGS};
+use super::headers::{put_u16, put_u32, u16_at, Shape, Tcp, CWR, ETH_LEN, FIN, PSH, TCP_FLAGS};
 use super::vnet::{Gso, VnetError, VnetHdr, VnetHdrSize};
 
 /// Why a read from the tap cannot be made into ordinary frames.
@@ -33,9 +34,10 @@ pub enum Refusal {
     UnknownFlags,
     /// A GSO type we do not know (or ECN without TCP).
     UnknownGsoType,
-    /// UDP fragmentation or segmentation offload (never switched on).
-    UdpGso,
-    /// TCPV4 on an IPv6 frame or the other way round.
+    /// UDP fragmentation offload (UFO: never switched on).
+    Ufo,
+    /// TCPV4 on an IPv6 frame or the other way round, or a TCP type on a
+    /// UDP frame or the other way round.
     GsoTypeMismatch,
     /// A super-frame with a VLAN tag.
     VlanTagged,
@@ -51,13 +53,13 @@ pub enum Refusal {
     Fragment,
     /// A super-frame with IPv6 extension headers.
     Ipv6ExtensionHeaders,
-    /// A TCP super-frame that does not carry TCP.
+    /// A super-frame that carries neither TCP nor UDP.
     NotTcp,
     /// A super-frame whose TCP data offset is under 5 or past the end.
     BadTcpHeader,
     /// A super-frame whose IP length is not the rest of the frame.
     LengthMismatch,
-    /// `csum_start`/`csum_offset` not at the TCP checksum of a super-frame,
+    /// `csum_start`/`csum_offset` not at the TCP (or UDP) checksum of a super-frame,
     /// or past the end of an ordinary frame.
     ChecksumOffsets,
     /// `hdr_len` past the end of the frame.
@@ -74,7 +76,7 @@ impl Refusal {
         Refusal::VnetTruncated,
         Refusal::UnknownFlags,
         Refusal::UnknownGsoType,
-        Refusal::UdpGso,
+        Refusal::Ufo,
         Refusal::GsoTypeMismatch,
         Refusal::VlanTagged,
         Refusal::NotIp,
@@ -97,7 +99,7 @@ impl Refusal {
             Refusal::VnetTruncated => "vnet-truncated",
             Refusal::UnknownFlags => "vnet-unknown-flags",
             Refusal::UnknownGsoType => "vnet-unknown-gso-type",
-            Refusal::UdpGso => "udp-gso",
+            Refusal::Ufo => "ufo",
             Refusal::GsoTypeMismatch => "gso-type-mismatch",
             Refusal::VlanTagged => "vlan-tagged",
             Refusal::NotIp => "not-ip",
@@ -259,8 +261,8 @@ pub fn from_tap<'a>(hdr: &VnetHdr, frame: &'a mut [u8]) -> Result<FromTap<'a>, R
             }
             Ok(FromTap::Frame(frame))
         }
-        Gso::TcpV4 | Gso::TcpV6 => Segmenter::new(hdr, frame).map(FromTap::Segments),
-        Gso::Udp | Gso::UdpL4 => Err(Refusal::UdpGso),
+        Gso::TcpV4 | Gso::TcpV6 | Gso::UdpL4 => Segmenter::new(hdr, frame).map(FromTap::Segments),
+        Gso::Udp => Err(Refusal::Ufo),
     }
 }
 
@@ -284,8 +286,8 @@ pub fn complete_checksum(frame: &mut [u8], start: u16, offset: u16) -> Result<()
     Ok(())
 }
 
-/// Cuts one TCP super-frame into ordinary frames, one at a time, into space
-/// the caller provides.
+/// Cuts one TCP or UDP super-frame into ordinary frames, one at a time,
+/// into space the caller provides.
 #[derive(Clone, Debug)]
 pub struct Segmenter<'a> {
     frame: &'a [u8],
@@ -304,22 +306,26 @@ pub struct Segmenter<'a> {
 }
 
 impl<'a> Segmenter<'a> {
-    /// Checks a TCP super-frame and its header. `hdr_len` is only checked
+    /// Checks a TCP or UDP super-frame and its header. `hdr_len` is only checked
     /// to lie inside the frame: the kernel fills it with the length of its
     /// buffer's linear part, which may well be more than the headers, so
     /// the headers are found in the frame itself.
     pub fn new(hdr: &VnetHdr, frame: &'a [u8]) -> Result<Segmenter<'a>, Refusal> {
-        let v6 = match hdr.gso {
-            Gso::TcpV4 => false,
-            Gso::TcpV6 => true,
-            Gso::Udp | Gso::UdpL4 => return Err(Refusal::UdpGso),
+        // USO is one type for both IP versions.
+        let (v6, udp) = match hdr.gso {
+            Gso::TcpV4 => (Some(false), false),
+            Gso::TcpV6 => (Some(true), false),
+            Gso::UdpL4 => (None, true),
+            Gso::Udp => return Err(Refusal::Ufo),
             Gso::None => return Err(Refusal::UnknownGsoType),
         };
-        let tcp = Tcp::parse(frame)?;
-        if tcp.v6 != v6 {
+        let tcp = if udp { Tcp::parse_with_udp(frame)? } else { Tcp::parse(frame)? };
+        if tcp.udp != udp || v6.is_some_and(|v6| v6 != tcp.v6) {
             return Err(Refusal::GsoTypeMismatch);
         }
-        if hdr.needs_csum() && (usize::from(hdr.csum_start) != tcp.l4 || usize::from(hdr.csum_offset) != TCP_CSUM) {
+        if hdr.needs_csum()
+            && (usize::from(hdr.csum_start) != tcp.l4 || usize::from(hdr.csum_offset) != tcp.csum_offset())
+        {
             return Err(Refusal::ChecksumOffsets);
         }
         if usize::from(hdr.hdr_len) > frame.len() {
@@ -337,9 +343,9 @@ impl<'a> Segmenter<'a> {
             next: tcp.hdr_len,
             done: 0,
             count: payload.div_ceil(mss).max(1),
-            seq: tcp.seq(frame),
-            id: if v6 { 0 } else { u16_at(frame, ETH_LEN + 4) },
-            flags: tcp.flags(frame),
+            seq: if udp { 0 } else { tcp.seq(frame) },
+            id: if tcp.v6 { 0 } else { u16_at(frame, ETH_LEN + 4) },
+            flags: if udp { 0 } else { tcp.flags(frame) },
             pseudo: tcp.pseudo(frame),
             ecn: hdr.ecn,
         })
@@ -401,18 +407,24 @@ impl<'a> Segmenter<'a> {
             let c = Sum::of(&out[ETH_LEN..l4]).finish();
             put_u16(out, ETH_LEN + 10, c);
         }
-        put_u32(out, l4 + 4, self.seq);
-        let mut flags = self.flags;
-        if !last {
-            flags &= !(FIN | PSH);
+        if self.tcp.udp {
+            put_u16(out, l4 + 4, (len - l4) as u16);
+        } else {
+            put_u32(out, l4 + 4, self.seq);
+            let mut flags = self.flags;
+            if !last {
+                flags &= !(FIN | PSH);
+            }
+            if self.done > 0 {
+                flags &= !CWR;
+            }
+            out[l4 + TCP_FLAGS] = flags;
         }
-        if self.done > 0 {
-            flags &= !CWR;
-        }
-        out[l4 + TCP_FLAGS] = flags;
-        put_u16(out, l4 + TCP_CSUM, 0);
+        let at = l4 + self.tcp.csum_offset();
+        put_u16(out, at, 0);
         let c = self.pseudo.word((len - l4) as u16).bytes(&out[l4..hl]).bytes(payload).finish();
-        put_u16(out, l4 + TCP_CSUM, c);
+        // A UDP checksum that comes out 0 is sent as all ones (RFC 768).
+        put_u16(out, at, if c == 0 && self.tcp.udp { 0xffff } else { c });
         self.seq = self.seq.wrapping_add(payload.len() as u32);
         self.next += payload.len();
         self.done += 1;
@@ -422,8 +434,8 @@ impl<'a> Segmenter<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::headers::tests::{fix_ip_csum, tcp_frame};
-    use super::super::headers::ACK;
+    use super::super::headers::tests::{fix_ip_csum, tcp_frame, udp_frame};
+    use super::super::headers::{ACK, TCP_CSUM};
     use super::super::vnet::F_NEEDS_CSUM;
     use super::*;
 
@@ -545,7 +557,8 @@ mod tests {
         let (hdr, f) = super_frame(false, 3000, 1400, ACK);
         let refused = |h: VnetHdr, f: &[u8]| Segmenter::new(&h, f).map(|_| ()).unwrap_err();
         assert_eq!(refused(VnetHdr { gso: Gso::TcpV6, ..hdr }, &f), Refusal::GsoTypeMismatch);
-        assert_eq!(refused(VnetHdr { gso: Gso::UdpL4, ..hdr }, &f), Refusal::UdpGso);
+        assert_eq!(refused(VnetHdr { gso: Gso::UdpL4, ..hdr }, &f), Refusal::GsoTypeMismatch);
+        assert_eq!(refused(VnetHdr { gso: Gso::Udp, ..hdr }, &f), Refusal::Ufo);
         assert_eq!(refused(VnetHdr { gso_size: 0, ..hdr }, &f), Refusal::GsoSizeZero);
         assert_eq!(refused(VnetHdr { csum_start: 35, ..hdr }, &f), Refusal::ChecksumOffsets);
         assert_eq!(refused(VnetHdr { csum_offset: 6, ..hdr }, &f), Refusal::ChecksumOffsets);
@@ -565,6 +578,54 @@ mod tests {
         assert_eq!(refused(hdr, &f[..40]), Refusal::Truncated);
     }
 
+    /// A UDP super-frame as a local `UDP_SEGMENT` sender hands it over: the
+    /// UDP length and the pseudo-header sum of the whole.
+    fn udp_super_frame(v6: bool, payload: usize, gso_size: u16) -> (VnetHdr, Vec<u8>) {
+        let data: Vec<u8> = (0..payload).map(|i| (i * 5 + 1) as u8).collect();
+        let mut f = udp_frame(v6, 0xfffe, &data);
+        let t = Tcp::parse_with_udp(&f).unwrap();
+        let ps = t.pseudo(&f).word((f.len() - t.l4) as u16).fold();
+        put_u16(&mut f, t.l4 + 6, ps);
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso: Gso::UdpL4,
+            hdr_len: t.hdr_len as u16,
+            gso_size,
+            csum_start: t.l4 as u16,
+            csum_offset: 6,
+            ..VnetHdr::ZERO
+        };
+        (hdr, f)
+    }
+
+    #[test]
+    fn cuts_a_udp_super_frame_into_datagrams() {
+        for v6 in [false, true] {
+            let (hdr, f) = udp_super_frame(v6, 2500, 1000);
+            let t = Tcp::parse_with_udp(&f).unwrap();
+            let mut s = Segmenter::new(&hdr, &f).unwrap();
+            assert_eq!(s.segments(), 3);
+            let segs = all(&mut s);
+            let payload = &f[t.hdr_len..];
+            for (k, g) in segs.iter().enumerate() {
+                let want = &payload[k * 1000..(k * 1000 + 1000).min(payload.len())];
+                // Each is the datagram a sender would have sent alone.
+                let id = if v6 { 0 } else { 0xfffe_u16.wrapping_add(k as u16) };
+                assert_eq!(g, &udp_frame(v6, id, want), "v6 {v6} segment {k}");
+                let pk = etherparse::SlicedPacket::from_ethernet(g).expect("etherparse reads it");
+                assert!(matches!(pk.transport, Some(etherparse::TransportSlice::Udp(_))));
+            }
+            assert_eq!(segs.iter().map(|g| g.len() - t.hdr_len).collect::<Vec<_>>(), vec![1000, 1000, 500]);
+        }
+        let (hdr, f) = udp_super_frame(false, 2500, 1000);
+        let refused = |h: VnetHdr, f: &[u8]| Segmenter::new(&h, f).map(|_| ()).unwrap_err();
+        assert_eq!(refused(VnetHdr { csum_offset: 16, ..hdr }, &f), Refusal::ChecksumOffsets);
+        assert_eq!(refused(VnetHdr { gso: Gso::TcpV4, ..hdr }, &f), Refusal::NotTcp);
+        let mut short = f.clone();
+        put_u16(&mut short, 34 + 4, 100);
+        assert_eq!(refused(hdr, &short), Refusal::LengthMismatch);
+    }
+
     #[test]
     fn the_splitter_counts() {
         let mut sp = Splitter::new(VnetHdrSize::Basic);
@@ -578,10 +639,10 @@ mod tests {
         assert!(matches!(sp.handle(&mut plain), Ok(FromTap::Frame(_))));
         assert_eq!(sp.handle(&mut [0u8; 9]).map(|_| ()), Err(Refusal::VnetTruncated));
         read[1] = 3;
-        assert_eq!(sp.handle(&mut read).map(|_| ()), Err(Refusal::UdpGso));
+        assert_eq!(sp.handle(&mut read).map(|_| ()), Err(Refusal::Ufo));
         let c = &sp.counters;
         assert_eq!((c.super_frames, c.segments, c.plain, c.completed, c.refused_total()), (1, 5, 1, 0, 2));
-        assert_eq!((c.refused(Refusal::UdpGso), c.refused(Refusal::VnetTruncated)), (1, 1));
+        assert_eq!((c.refused(Refusal::Ufo), c.refused(Refusal::VnetTruncated)), (1, 1));
     }
 
     #[test]
