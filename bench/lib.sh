@@ -1,5 +1,6 @@
-# The two-namespace tunnel that bench/profile, syscalls, wakeups, udp64 and
-# footprint measure (bench/run builds its own, for many peers). Sourced, not
+# shellcheck shell=bash
+# The two-namespace tunnel that bench/profile, syscalls, wakeups, udp64,
+# udpjoin and footprint measure (bench/run builds its own, for many peers). Sourced, not
 # run; the caller has `set -euo pipefail`, BIN (an rrqnet binary) and a trap
 # that calls pair_down.
 #
@@ -8,6 +9,7 @@
 #   192.0.2.1/24  ========== veth ========== 192.0.2.2/24
 
 pids=()
+RRQ_ARGS=("${RRQ_ARGS[@]+"${RRQ_ARGS[@]}"}")
 
 # pair_up TAG: namespaces A and B (TAG, the shell's pid, a or b), the veth
 # between them and a tap in each, all up.
@@ -24,9 +26,10 @@ pair_up() {
     ip -n "$A" addr add 198.51.100.1/24 dev tap0; ip -n "$B" addr add 198.51.100.2/24 dev tap0
 }
 
-# pair_daemons rrqnet|vde: the tunnel, rrqnet (BIN) or vde_plug udp:// on
-# each tap, over UDP port 2300; A's command runs under "${A_WRAP[@]}" when
-# that is set (a profiler). Their pids (`ip netns exec` execs, so these are
+# pair_daemons rrqnet|vde: the tunnel, rrqnet (BIN, with the options in
+# the array RRQ_ARGS, none by default) or vde_plug udp:// on each tap, over
+# UDP port 2300; A's command runs under "${A_WRAP[@]}" when that is set (a
+# profiler). Their pids (`ip netns exec` execs, so these are
 # the daemons' own) in PA and PB, and in pids. Waits until a ping crosses.
 pair_daemons() {
     local wrap=("${A_WRAP[@]+"${A_WRAP[@]}"}")
@@ -34,8 +37,8 @@ pair_daemons() {
         ip netns exec "$A" "${wrap[@]}" vde_plug "udp://2300->192.0.2.2:2300" tap://tap0 & PA=$!
         ip netns exec "$B" vde_plug "udp://2300->192.0.2.1:2300" tap://tap0 & PB=$!
     else
-        ip netns exec "$A" "${wrap[@]}" "$BIN" -t tap0 2300 192.0.2.2:2300 & PA=$!
-        ip netns exec "$B" "$BIN" -t tap0 2300 192.0.2.1:2300 & PB=$!
+        ip netns exec "$A" "${wrap[@]}" "$BIN" -t tap0 "${RRQ_ARGS[@]}" 2300 192.0.2.2:2300 & PA=$!
+        ip netns exec "$B" "$BIN" -t tap0 "${RRQ_ARGS[@]}" 2300 192.0.2.1:2300 & PB=$!
     fi
     pids+=("$PA" "$PB")
     local _
