@@ -392,10 +392,10 @@ fn splitting_the_coalesced_gives_the_segments_back() {
 }
 
 /// A UDP datagram of `flow`'s addresses, TTL, TOS, id and flow label from
-/// `port` to 443, its checksum computed by etherparse.
-fn udp_datagram(flow: &Flow, port: u16, payload: &[u8]) -> Vec<u8> {
+/// port `from` to port `to`, its checksum computed by etherparse.
+fn udp_datagram(flow: &Flow, from: u16, to: u16, payload: &[u8]) -> Vec<u8> {
     let mut udp =
-        UdpHeader { source_port: port, destination_port: 443, length: (8 + payload.len()) as u16, checksum: 0 };
+        UdpHeader { source_port: from, destination_port: to, length: (8 + payload.len()) as u16, checksum: 0 };
     let mut out = Vec::new();
     let ether_type = if flow.v6 { EtherType::IPV6 } else { EtherType::IPV4 };
     Ethernet2Header { source: MAC_A, destination: MAC_B, ether_type }.write(&mut out).unwrap();
@@ -435,7 +435,7 @@ fn udp_datagrams_come_back_through_coalesce_and_split() {
         let last = rng.range(1, gso);
         let mut frames = Vec::new();
         for i in 0..n {
-            frames.push(udp_datagram(&flow, port, &payload(&mut rng, if i + 1 == n { last } else { gso })));
+            frames.push(udp_datagram(&flow, port, 443, &payload(&mut rng, if i + 1 == n { last } else { gso })));
             flow.id = flow.id.wrapping_add(1);
         }
         // Network to tap: one USO super-frame, which etherparse reads as
@@ -484,29 +484,11 @@ fn single_segment_super_frames_and_partial_checksums() {
 
 /// A UDP frame with its checksum left partial, as the kernel hands it over.
 fn udp_partial(v6: bool, payload: &[u8]) -> (Vec<u8>, u16, usize) {
-    let mut udp =
-        UdpHeader { source_port: 5353, destination_port: 53, length: (8 + payload.len()) as u16, checksum: 0 };
-    let mut out = Vec::new();
-    let ether_type = if v6 { EtherType::IPV6 } else { EtherType::IPV4 };
-    Ethernet2Header { source: MAC_A, destination: MAC_B, ether_type }.write(&mut out).unwrap();
     let mut flow = Flow::new(v6);
     flow.ttl = 9;
-    if v6 {
-        let mut ip = flow.ipv6(8 + payload.len());
-        ip.next_header = IpNumber::UDP;
-        udp.checksum = udp.calc_checksum_ipv6(&ip, payload).unwrap();
-        ip.write(&mut out).unwrap();
-    } else {
-        let mut ip = flow.ipv4(8 + payload.len());
-        ip.protocol = IpNumber::UDP;
-        ip.header_checksum = ip.calc_header_checksum();
-        udp.checksum = udp.calc_checksum_ipv4(&ip, payload).unwrap();
-        ip.write(&mut out).unwrap();
-    }
-    let want = udp.checksum;
-    udp.write(&mut out).unwrap();
-    out.extend_from_slice(payload);
+    let mut out = udp_datagram(&flow, 5353, 53, payload);
     let l4 = if v6 { 54 } else { 34 };
+    let want = u16::from_be_bytes([out[l4 + 6], out[l4 + 7]]);
     let addrs = if v6 { &out[22..54] } else { &out[26..34] };
     let mut s: u32 = addrs.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
     s += 17 + 8 + payload.len() as u32;
@@ -700,12 +682,12 @@ fn frames_that_must_not_be_coalesced_pass_unchanged() {
     // Where UDP is joined: a damaged UDP checksum, between two datagrams
     // of a flow that would otherwise join.
     let mut udp_flow = base.clone();
-    let good_udp = udp_datagram(&udp_flow, 5000, &data);
+    let good_udp = udp_datagram(&udp_flow, 5000, 443, &data);
     udp_flow.id += 1;
-    let mut bad_udp = udp_datagram(&udp_flow, 5000, &data);
+    let mut bad_udp = udp_datagram(&udp_flow, 5000, 443, &data);
     bad_udp[50] ^= 1;
     udp_flow.id += 1;
-    let udp_after = udp_datagram(&udp_flow, 5000, &data);
+    let udp_after = udp_datagram(&udp_flow, 5000, 443, &data);
     let mut seen = Vec::new();
     let udp_cases = [(bad_udp, Plain::BadUdpChecksum, Some((good_udp, udp_after)))];
     for (frame, why, around) in cases.into_iter().map(|(f, w)| (f, w, None)).chain(udp_cases) {
@@ -921,7 +903,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         let datagrams: Vec<Vec<u8>> = (0..5)
             .map(|i| {
                 uflow.id = uflow.id.wrapping_add(1);
-                udp_datagram(&uflow, 5000, &data[i * 1200..i * 1200 + if i == 4 { 700 } else { 1200 }])
+                udp_datagram(&uflow, 5000, 443, &data[i * 1200..i * 1200 + if i == 4 { 700 } else { 1200 }])
             })
             .collect();
         let size = if mode & 1 == 1 { VnetHdrSize::WithNumBuffers } else { VnetHdrSize::Basic };

@@ -526,26 +526,18 @@ impl Coalescer {
             Err(s) => return Placement::Plain(s.into()),
         };
         let found = self.find_flow(frame, &tcp);
-        let plain = if tcp.udp {
-            if frame.len() == tcp.hdr_len {
-                Some(Plain::NoPayload)
-            } else if !tcp.ip_csum_ok(frame) {
-                Some(Plain::BadIpChecksum)
-            } else if !tcp.tcp_csum_ok(frame) {
-                Some(Plain::BadUdpChecksum)
-            } else {
-                None
-            }
-        } else if tcp.flags(frame) & !PSH != ACK {
+        // UDP has no flags, and a CE mark is the same on every datagram
+        // of a run (the TOS must match), as the kernel's cut keeps it.
+        let plain = if !tcp.udp && tcp.flags(frame) & !PSH != ACK {
             Some(Plain::Flags)
         } else if frame.len() == tcp.hdr_len {
             Some(Plain::NoPayload)
-        } else if tcp.ecn(frame) == 3 {
+        } else if !tcp.udp && tcp.ecn(frame) == 3 {
             Some(Plain::EcnCe)
         } else if !tcp.ip_csum_ok(frame) {
             Some(Plain::BadIpChecksum)
         } else if !tcp.tcp_csum_ok(frame) {
-            Some(Plain::BadTcpChecksum)
+            Some(if tcp.udp { Plain::BadUdpChecksum } else { Plain::BadTcpChecksum })
         } else {
             None
         };

@@ -225,25 +225,31 @@ pub fn put_u32(b: &mut [u8], i: usize, v: u32) {
 pub(crate) mod tests {
     use super::*;
 
-    /// A frame of `payload` bytes of TCP over IPv4 (or IPv6), flags ACK,
-    /// checksums right, for the unit tests of this module and its siblings.
-    pub fn tcp_frame(v6: bool, seq: u32, id: u16, payload: &[u8]) -> Vec<u8> {
+    /// Ethernet and IP headers, checksum right, of a packet carrying
+    /// `proto` and `l4_len` bytes after the IP header.
+    fn ip_head(v6: bool, proto: u8, l4_len: usize, id: u16) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
-        let tcp_len = TCP_MIN + payload.len();
         if v6 {
             f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-            f.extend_from_slice(&(tcp_len as u16).to_be_bytes());
-            f.extend_from_slice(&[6, 64]);
+            f.extend_from_slice(&(l4_len as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
             f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
             f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
         } else {
             f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
-            f.extend_from_slice(&((IPV4_LEN + tcp_len) as u16).to_be_bytes());
+            f.extend_from_slice(&((IPV4_LEN + l4_len) as u16).to_be_bytes());
             f.extend_from_slice(&id.to_be_bytes());
-            f.extend_from_slice(&[0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
+            f.extend_from_slice(&[0x40, 0, 64, proto, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
             let c = crate::offload::checksum::Sum::of(&f[ETH_LEN..]).finish();
             put_u16(&mut f, ETH_LEN + 10, c);
         }
+        f
+    }
+
+    /// A frame of `payload` bytes of TCP over IPv4 (or IPv6), flags ACK,
+    /// checksums right, for the unit tests of this module and its siblings.
+    pub fn tcp_frame(v6: bool, seq: u32, id: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = ip_head(v6, PROTO_TCP, TCP_MIN + payload.len(), id);
         f.extend_from_slice(&[0x9c, 0x40, 0x01, 0xbb]);
         f.extend_from_slice(&seq.to_be_bytes());
         f.extend_from_slice(&[0, 0, 0x10, 0, 0x50, ACK, 0x01, 0xf6, 0, 0, 0, 0]);
@@ -255,22 +261,8 @@ pub(crate) mod tests {
     /// A frame of `payload` bytes of UDP over IPv4 (or IPv6), checksums
     /// right.
     pub fn udp_frame(v6: bool, id: u16, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
         let udp_len = UDP_LEN + payload.len();
-        if v6 {
-            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-            f.extend_from_slice(&(udp_len as u16).to_be_bytes());
-            f.extend_from_slice(&[17, 64]);
-            f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-            f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-        } else {
-            f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
-            f.extend_from_slice(&((IPV4_LEN + udp_len) as u16).to_be_bytes());
-            f.extend_from_slice(&id.to_be_bytes());
-            f.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
-            let c = crate::offload::checksum::Sum::of(&f[ETH_LEN..]).finish();
-            put_u16(&mut f, ETH_LEN + 10, c);
-        }
+        let mut f = ip_head(v6, PROTO_UDP, udp_len, id);
         f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
         f.extend_from_slice(&(udp_len as u16).to_be_bytes());
         f.extend_from_slice(&[0, 0]);
