@@ -43,6 +43,14 @@ fn pair(tag: &str) -> (Netns, Netns, String) {
     (a, b, vb)
 }
 
+/// IPv6 on the overlay as well: 2001:db8:100::1 and ::2 on the taps.
+fn overlay_v6(a: &Netns, b: &Netns) {
+    for (ns, addr) in [(a, "2001:db8:100::1/64"), (b, "2001:db8:100::2/64")] {
+        ns.sh("sysctl -qw net.ipv6.conf.tap0.disable_ipv6=0");
+        ns.ip(&["addr", "add", addr, "dev", "tap0", "nodad"]);
+    }
+}
+
 /// An rrqnet on `tap0` with a status socket in `dir`.
 fn rrqnet(ns: &Netns, dir: &Scratch, name: &str, args: &[&str]) -> (Logged, std::path::PathBuf) {
     let sock = dir.file(&format!("{name}.sock"));
@@ -263,10 +271,7 @@ fn tcp_over_ipv6_through_offloading_rrqnets() {
     }
     let dir = scratch("v6");
     let (a, b, vb) = pair("v6");
-    for (ns, addr) in [(&a, "2001:db8:100::1/64"), (&b, "2001:db8:100::2/64")] {
-        ns.sh("sysctl -qw net.ipv6.conf.tap0.disable_ipv6=0");
-        ns.ip(&["addr", "add", addr, "dev", "tap0", "nodad"]);
-    }
+    overlay_v6(&a, &b);
     let (ra, sa) = rrqnet(&a, &dir, "a", &["7000", "192.0.2.2:7000"]);
     let (rb, sb) = rrqnet(&b, &dir, "b", &["7000", "192.0.2.1:7000"]);
     assert!(pings(&a, "2001:db8:100::2"), "no ping over IPv6\n{}", logs(&[&ra, &rb]));
@@ -347,9 +352,10 @@ for n in range(int(sys.argv[3])):
 /// UDP both ways through the tap's offloads (Linux 6.2 and later): a
 /// `UDP_SEGMENT` sender in A hands A's tap UDP super-frames, which rrqnet
 /// cuts into ordinary datagrams on the wire; with `--join-udp`, datagrams
-/// of one flow that come in one receive batch are joined into a UDP super-frame for B's tap,
-/// which the kernel cuts back into exactly the datagrams sent. Every one
-/// arrives, intact, over IPv4 and IPv6, sent one by one and segmented.
+/// of one flow that come in one receive batch are joined into a UDP
+/// super-frame for B's tap, which the kernel cuts back into exactly the
+/// datagrams sent. Every one arrives, intact, over IPv4 and IPv6, sent one
+/// by one and segmented.
 #[test]
 fn udp_super_frames_both_ways_arrive_as_they_were_sent() {
     let t = "udp_super_frames_both_ways_arrive_as_they_were_sent";
@@ -358,10 +364,7 @@ fn udp_super_frames_both_ways_arrive_as_they_were_sent() {
     }
     let dir = scratch("udp");
     let (a, b, vb) = pair("ud");
-    for (ns, addr) in [(&a, "2001:db8:100::1/64"), (&b, "2001:db8:100::2/64")] {
-        ns.sh("sysctl -qw net.ipv6.conf.tap0.disable_ipv6=0");
-        ns.ip(&["addr", "add", addr, "dev", "tap0", "nodad"]);
-    }
+    overlay_v6(&a, &b);
     let (ra, sa) = rrqnet(&a, &dir, "a", &["7000", "192.0.2.2:7000"]);
     let (rb, sb) = rrqnet(&b, &dir, "b", &["--join-udp", "7000", "192.0.2.1:7000"]);
     let ds = [&ra, &rb];

@@ -520,8 +520,7 @@ impl Coalescer {
     }
 
     fn place(&mut self, index: u32, frame: &[u8]) -> Placement {
-        let parsed = if self.udp { Tcp::parse_with_udp(frame) } else { Tcp::parse(frame) };
-        let tcp = match parsed {
+        let tcp = match Tcp::parse(frame, self.udp) {
             Ok(t) => t,
             Err(s) => return Placement::Plain(s.into()),
         };
@@ -757,7 +756,7 @@ mod tests {
             let mut out = vec![0u8; s[0].len];
             assert_eq!(c.write(&s[0], |i| &frames[i], &mut out), Ok(s[0].len));
             let hdr = VnetHdr::parse(&out, VnetHdrSize::Basic).unwrap();
-            let t = Tcp::parse(&out[10..]).unwrap();
+            let t = Tcp::parse(&out[10..], false).unwrap();
             assert_eq!(hdr.gso, if v6 { Gso::TcpV6 } else { Gso::TcpV4 });
             assert_eq!(
                 (hdr.flags, hdr.gso_size, hdr.hdr_len as usize, hdr.csum_start as usize),
@@ -940,7 +939,7 @@ mod tests {
         let hdr = VnetHdr::parse(out, VnetHdrSize::Basic).unwrap();
         assert_eq!((hdr.gso, hdr.flags, hdr.csum_offset), (Gso::UdpL4, F_NEEDS_CSUM, 6));
         let f = &out[10..];
-        let t = Tcp::parse_with_udp(f).expect("the super-frame parses");
+        let t = Tcp::parse(f, true).expect("the super-frame parses");
         assert_eq!((usize::from(hdr.csum_start), usize::from(hdr.hdr_len)), (t.l4, t.hdr_len));
         // The field holds the pseudo-header sum of the whole, as the
         // kernel's own USO frames do.

@@ -69,7 +69,7 @@ pub enum Shape {
 }
 
 /// The layout of an Ethernet/IP/TCP frame, or Ethernet/IP/UDP where
-/// [`Tcp::parse_with_udp`] found one.
+/// [`Tcp::parse`] was asked for it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Tcp {
     /// IPv6 rather than IPv4.
@@ -83,24 +83,16 @@ pub struct Tcp {
 }
 
 impl Tcp {
-    /// Finds the headers of `frame`, which must carry TCP.
-    pub fn parse(frame: &[u8]) -> Result<Tcp, Shape> {
-        Self::parse_l4(frame, false)
-    }
-
-    /// Finds the headers of `frame`, which may carry TCP or UDP. A UDP
-    /// length that is not the rest of the frame is a [`Shape::LengthMismatch`].
-    pub fn parse_with_udp(frame: &[u8]) -> Result<Tcp, Shape> {
-        Self::parse_l4(frame, true)
-    }
-
-    fn parse_l4(frame: &[u8], udp_ok: bool) -> Result<Tcp, Shape> {
+    /// Finds the headers of `frame`, which must carry TCP, or with `udp_ok`
+    /// TCP or UDP. A UDP length that is not the rest of the frame is a
+    /// [`Shape::LengthMismatch`].
+    pub fn parse(frame: &[u8], udp_ok: bool) -> Result<Tcp, Shape> {
         let carries = |proto: u8| proto == PROTO_TCP || (udp_ok && proto == PROTO_UDP);
         let ethertype =
             u16::from_be_bytes([*frame.get(12).ok_or(Shape::Truncated)?, *frame.get(13).ok_or(Shape::Truncated)?]);
         // The IP length field, and what it must say for the frame to end
         // where the IP packet does.
-        let (v6, l4, ip_len, want) = match ethertype {
+        let (v6, proto, l4, ip_len, want) = match ethertype {
             ETHERTYPE_IPV4 => {
                 let ip = frame.get(ETH_LEN..ETH_LEN + IPV4_LEN).ok_or(Shape::Truncated)?;
                 let ihl = usize::from(ip[0] & 0x0f) * 4;
@@ -117,7 +109,7 @@ impl Tcp {
                 if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
                     return Err(Shape::Fragment);
                 }
-                (false, ETH_LEN + IPV4_LEN, u16::from_be_bytes([ip[2], ip[3]]), frame.len() - ETH_LEN)
+                (false, ip[9], ETH_LEN + IPV4_LEN, u16::from_be_bytes([ip[2], ip[3]]), frame.len() - ETH_LEN)
             }
             ETHERTYPE_IPV6 => {
                 let ip = frame.get(ETH_LEN..ETH_LEN + IPV6_LEN).ok_or(Shape::Truncated)?;
@@ -131,12 +123,13 @@ impl Tcp {
                     0 | 43 | 44 | 60 | 51 | 135 | 139 | 140 => return Err(Shape::Ipv6ExtensionHeaders),
                     _ => return Err(Shape::NotTcp),
                 }
-                (true, ETH_LEN + IPV6_LEN, u16::from_be_bytes([ip[4], ip[5]]), frame.len() - ETH_LEN - IPV6_LEN)
+                let ip_len = u16::from_be_bytes([ip[4], ip[5]]);
+                (true, ip[6], ETH_LEN + IPV6_LEN, ip_len, frame.len() - ETH_LEN - IPV6_LEN)
             }
             0x8100 | 0x88a8 | 0x9100 => return Err(Shape::VlanTagged),
             _ => return Err(Shape::NotIp),
         };
-        let udp = frame[if v6 { ETH_LEN + 6 } else { ETH_LEN + 9 }] == PROTO_UDP;
+        let udp = proto == PROTO_UDP;
         if udp {
             let h = frame.get(l4..l4 + UDP_LEN).ok_or(Shape::Truncated)?;
             if usize::from(ip_len) != want || usize::from(u16::from_be_bytes([h[4], h[5]])) != frame.len() - l4 {
@@ -273,7 +266,7 @@ pub(crate) mod tests {
 
     /// Recomputes the TCP (or UDP) checksum after a test changed the frame.
     pub fn fix_tcp_csum(f: &mut [u8]) {
-        let t = Tcp::parse_with_udp(f).expect("a TCP or UDP frame");
+        let t = Tcp::parse(f, true).expect("a TCP or UDP frame");
         put_u16(f, t.l4 + t.csum_offset(), 0);
         let seg = &f[t.l4..];
         let c = t.pseudo(f).word(seg.len() as u16).bytes(seg).finish();
@@ -293,21 +286,21 @@ pub(crate) mod tests {
     #[test]
     fn finds_the_headers() {
         let f = tcp_frame(false, 7, 1, b"hello");
-        let t = Tcp::parse(&f).unwrap();
+        let t = Tcp::parse(&f, false).unwrap();
         assert_eq!(t, Tcp { v6: false, udp: false, l4: 34, hdr_len: 54 });
         assert!(t.tcp_csum_ok(&f) && t.ip_csum_ok(&f));
         assert_eq!((t.seq(&f), t.flags(&f), t.ecn(&f)), (7, ACK, 0));
         let f = tcp_frame(true, 7, 0, b"hello");
-        assert_eq!(Tcp::parse(&f), Ok(Tcp { v6: true, udp: false, l4: 54, hdr_len: 74 }));
-        assert!(Tcp::parse(&f).unwrap().tcp_csum_ok(&f));
+        assert_eq!(Tcp::parse(&f, false), Ok(Tcp { v6: true, udp: false, l4: 54, hdr_len: 74 }));
+        assert!(Tcp::parse(&f, false).unwrap().tcp_csum_ok(&f));
     }
 
     #[test]
     fn finds_udp_only_where_asked() {
         for v6 in [false, true] {
             let f = udp_frame(v6, 1, b"hello");
-            assert_eq!(Tcp::parse(&f), Err(Shape::NotTcp));
-            let t = Tcp::parse_with_udp(&f).unwrap();
+            assert_eq!(Tcp::parse(&f, false), Err(Shape::NotTcp));
+            let t = Tcp::parse(&f, true).unwrap();
             let l4 = if v6 { 54 } else { 34 };
             assert_eq!(t, Tcp { v6, udp: true, l4, hdr_len: l4 + 8 });
             assert!(t.tcp_csum_ok(&f) && t.ip_csum_ok(&f));
@@ -315,8 +308,8 @@ pub(crate) mod tests {
             // A UDP length that is not the rest of the frame.
             let mut g = f.clone();
             put_u16(&mut g, l4 + 4, 12);
-            assert_eq!(Tcp::parse_with_udp(&g), Err(Shape::LengthMismatch));
-            assert_eq!(Tcp::parse_with_udp(&f[..l4 + 4]), Err(Shape::Truncated));
+            assert_eq!(Tcp::parse(&g, true), Err(Shape::LengthMismatch));
+            assert_eq!(Tcp::parse(&f[..l4 + 4], true), Err(Shape::Truncated));
             // A damaged checksum; and no checksum, which IPv4 allows.
             let mut g = f.clone();
             g[l4 + 9] ^= 1;
@@ -326,7 +319,7 @@ pub(crate) mod tests {
         }
         let mut icmp = tcp_frame(false, 0, 0, b"data");
         icmp[14 + 9] = 1;
-        assert_eq!(Tcp::parse_with_udp(&icmp), Err(Shape::NotTcp));
+        assert_eq!(Tcp::parse(&icmp, true), Err(Shape::NotTcp));
     }
 
     #[test]
@@ -338,27 +331,27 @@ pub(crate) mod tests {
             f[i] = b;
             f
         };
-        assert_eq!(Tcp::parse(&v4[..13]), Err(Shape::Truncated));
-        assert_eq!(Tcp::parse(&v4[..30]), Err(Shape::Truncated));
-        assert_eq!(Tcp::parse(&v6[..50]), Err(Shape::Truncated));
-        assert_eq!(Tcp::parse(&with(&v4, 12, 0x81)), Err(Shape::VlanTagged));
-        assert_eq!(Tcp::parse(&with(&v4, 13, 0x06)), Err(Shape::NotIp));
-        assert_eq!(Tcp::parse(&with(&v4, 14, 0x65)), Err(Shape::BadIpHeader));
-        assert_eq!(Tcp::parse(&with(&v4, 14, 0x44)), Err(Shape::BadIpHeader));
-        assert_eq!(Tcp::parse(&with(&v6, 14, 0x40)), Err(Shape::BadIpHeader));
-        assert_eq!(Tcp::parse(&with(&v4, 14, 0x46)), Err(Shape::Ipv4Options));
-        assert_eq!(Tcp::parse(&with(&v4, 14 + 6, 0x60)), Err(Shape::Fragment));
-        assert_eq!(Tcp::parse(&with(&v4, 14 + 7, 0x01)), Err(Shape::Fragment));
-        assert_eq!(Tcp::parse(&with(&v4, 14 + 9, 17)), Err(Shape::NotTcp));
-        assert_eq!(Tcp::parse(&with(&v6, 14 + 6, 17)), Err(Shape::NotTcp));
-        assert_eq!(Tcp::parse(&with(&v6, 14 + 6, 0)), Err(Shape::Ipv6ExtensionHeaders));
-        assert_eq!(Tcp::parse(&with(&v6, 14 + 6, 44)), Err(Shape::Ipv6ExtensionHeaders));
-        assert_eq!(Tcp::parse(&with(&v4, 14 + 3, 43)), Err(Shape::LengthMismatch));
-        assert_eq!(Tcp::parse(&with(&v6, 14 + 5, 23)), Err(Shape::LengthMismatch));
-        assert_eq!(Tcp::parse(&with(&v4, 34 + 12, 0x40)), Err(Shape::BadTcpHeader));
-        assert_eq!(Tcp::parse(&with(&v4, 34 + 12, 0x70)), Err(Shape::BadTcpHeader));
+        assert_eq!(Tcp::parse(&v4[..13], false), Err(Shape::Truncated));
+        assert_eq!(Tcp::parse(&v4[..30], false), Err(Shape::Truncated));
+        assert_eq!(Tcp::parse(&v6[..50], false), Err(Shape::Truncated));
+        assert_eq!(Tcp::parse(&with(&v4, 12, 0x81), false), Err(Shape::VlanTagged));
+        assert_eq!(Tcp::parse(&with(&v4, 13, 0x06), false), Err(Shape::NotIp));
+        assert_eq!(Tcp::parse(&with(&v4, 14, 0x65), false), Err(Shape::BadIpHeader));
+        assert_eq!(Tcp::parse(&with(&v4, 14, 0x44), false), Err(Shape::BadIpHeader));
+        assert_eq!(Tcp::parse(&with(&v6, 14, 0x40), false), Err(Shape::BadIpHeader));
+        assert_eq!(Tcp::parse(&with(&v4, 14, 0x46), false), Err(Shape::Ipv4Options));
+        assert_eq!(Tcp::parse(&with(&v4, 14 + 6, 0x60), false), Err(Shape::Fragment));
+        assert_eq!(Tcp::parse(&with(&v4, 14 + 7, 0x01), false), Err(Shape::Fragment));
+        assert_eq!(Tcp::parse(&with(&v4, 14 + 9, 17), false), Err(Shape::NotTcp));
+        assert_eq!(Tcp::parse(&with(&v6, 14 + 6, 17), false), Err(Shape::NotTcp));
+        assert_eq!(Tcp::parse(&with(&v6, 14 + 6, 0), false), Err(Shape::Ipv6ExtensionHeaders));
+        assert_eq!(Tcp::parse(&with(&v6, 14 + 6, 44), false), Err(Shape::Ipv6ExtensionHeaders));
+        assert_eq!(Tcp::parse(&with(&v4, 14 + 3, 43), false), Err(Shape::LengthMismatch));
+        assert_eq!(Tcp::parse(&with(&v6, 14 + 5, 23), false), Err(Shape::LengthMismatch));
+        assert_eq!(Tcp::parse(&with(&v4, 34 + 12, 0x40), false), Err(Shape::BadTcpHeader));
+        assert_eq!(Tcp::parse(&with(&v4, 34 + 12, 0x70), false), Err(Shape::BadTcpHeader));
         let mut padded = v4.clone();
         padded.push(0);
-        assert_eq!(Tcp::parse(&padded), Err(Shape::LengthMismatch));
+        assert_eq!(Tcp::parse(&padded, false), Err(Shape::LengthMismatch));
     }
 }

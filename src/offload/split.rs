@@ -319,7 +319,7 @@ impl<'a> Segmenter<'a> {
             Gso::Udp => return Err(Refusal::Ufo),
             Gso::None => return Err(Refusal::UnknownGsoType),
         };
-        let tcp = if udp { Tcp::parse_with_udp(frame)? } else { Tcp::parse(frame)? };
+        let tcp = Tcp::parse(frame, udp)?;
         if tcp.udp != udp || v6.is_some_and(|v6| v6 != tcp.v6) {
             return Err(Refusal::GsoTypeMismatch);
         }
@@ -444,7 +444,7 @@ mod tests {
     fn super_frame(v6: bool, payload: usize, mss: u16, flags: u8) -> (VnetHdr, Vec<u8>) {
         let data: Vec<u8> = (0..payload).map(|i| (i * 7 + 3) as u8).collect();
         let mut f = tcp_frame(v6, 0xffff_f000, 0xfffe, &data);
-        let t = Tcp::parse(&f).unwrap();
+        let t = Tcp::parse(&f, false).unwrap();
         f[t.l4 + TCP_FLAGS] = flags;
         let tcp_len = (f.len() - t.l4) as u16;
         let ps = t.pseudo(&f).word(tcp_len).fold();
@@ -483,7 +483,7 @@ mod tests {
             assert_eq!(s.remaining(), 0);
             assert_eq!(segs.iter().map(|x| x.len() - s.header_len()).collect::<Vec<_>>(), [1400, 1400, 200]);
             for (i, seg) in segs.iter().enumerate() {
-                let t = Tcp::parse(seg).expect("each segment parses");
+                let t = Tcp::parse(seg, false).expect("each segment parses");
                 assert!(t.tcp_csum_ok(seg) && t.ip_csum_ok(seg), "segment {i} checksums");
                 assert_eq!(t.seq(seg), 0xffff_f000u32.wrapping_add(1400 * i as u32));
                 let want = match i {
@@ -537,7 +537,7 @@ mod tests {
     fn completes_a_partial_checksum_in_place() {
         let mut f = tcp_frame(false, 1, 2, b"some payload bytes");
         let good = f.clone();
-        let t = Tcp::parse(&f).unwrap();
+        let t = Tcp::parse(&f, false).unwrap();
         let ps = t.pseudo(&f).word((f.len() - t.l4) as u16).fold();
         put_u16(&mut f, t.l4 + TCP_CSUM, ps);
         let hdr = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..VnetHdr::ZERO };
@@ -583,7 +583,7 @@ mod tests {
     fn udp_super_frame(v6: bool, payload: usize, gso_size: u16) -> (VnetHdr, Vec<u8>) {
         let data: Vec<u8> = (0..payload).map(|i| (i * 5 + 1) as u8).collect();
         let mut f = udp_frame(v6, 0xfffe, &data);
-        let t = Tcp::parse_with_udp(&f).unwrap();
+        let t = Tcp::parse(&f, true).unwrap();
         let ps = t.pseudo(&f).word((f.len() - t.l4) as u16).fold();
         put_u16(&mut f, t.l4 + 6, ps);
         let hdr = VnetHdr {
@@ -602,7 +602,7 @@ mod tests {
     fn cuts_a_udp_super_frame_into_datagrams() {
         for v6 in [false, true] {
             let (hdr, f) = udp_super_frame(v6, 2500, 1000);
-            let t = Tcp::parse_with_udp(&f).unwrap();
+            let t = Tcp::parse(&f, true).unwrap();
             let mut s = Segmenter::new(&hdr, &f).unwrap();
             assert_eq!(s.segments(), 3);
             let segs = all(&mut s);
