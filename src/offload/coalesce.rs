@@ -700,17 +700,17 @@ impl Coalescer {
             let c = Sum::of(&o[ETH_LEN..l4]).finish();
             put_u16(o, ETH_LEN + 10, c);
         }
-        let tcp_len = (o.len() - l4) as u16;
+        let l4_len = (o.len() - l4) as u16;
         if run.tcp.udp {
             // The kernel cuts by this length (`__udp_gso_segment`).
-            put_u16(o, l4 + 4, tcp_len);
+            put_u16(o, l4 + 4, l4_len);
         }
         if run.psh {
             o[l4 + TCP_FLAGS] |= PSH;
         }
         // As the kernel's own GSO frames have it: the pseudo-header sum of
         // the whole super-frame, not complemented, for it to finish.
-        let ps = run.tcp.pseudo(o).word(tcp_len).fold();
+        let ps = run.tcp.pseudo(o).word(l4_len).fold();
         put_u16(o, l4 + run.tcp.csum_offset(), ps);
         Ok(need)
     }
@@ -719,7 +719,7 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::super::headers::tests::{fix_ip_csum, fix_tcp_csum, tcp_frame, udp_frame};
-    use super::super::headers::{put_u32, CWR, ECE, FIN, SYN};
+    use super::super::headers::{put_u32, CWR, ECE, FIN, SYN, UDP_CSUM};
     use super::*;
 
     fn seg(v6: bool, seq: u32, id: u16, len: usize) -> Vec<u8> {
@@ -937,14 +937,14 @@ mod tests {
     /// counting up, and its checksums computed.
     fn kernel_cuts_udp(out: &[u8]) -> Vec<Vec<u8>> {
         let hdr = VnetHdr::parse(out, VnetHdrSize::Basic).unwrap();
-        assert_eq!((hdr.gso, hdr.flags, hdr.csum_offset), (Gso::UdpL4, F_NEEDS_CSUM, 6));
+        assert_eq!((hdr.gso, hdr.flags, usize::from(hdr.csum_offset)), (Gso::UdpL4, F_NEEDS_CSUM, UDP_CSUM));
         let f = &out[10..];
         let t = Tcp::parse(f, true).expect("the super-frame parses");
         assert_eq!((usize::from(hdr.csum_start), usize::from(hdr.hdr_len)), (t.l4, t.hdr_len));
         // The field holds the pseudo-header sum of the whole, as the
         // kernel's own USO frames do.
         let whole = t.pseudo(f).word((f.len() - t.l4) as u16).fold();
-        assert_eq!(u16_at(f, t.l4 + 6), whole);
+        assert_eq!(u16_at(f, t.l4 + UDP_CSUM), whole);
         let id0 = u16_at(f, ETH_LEN + 4);
         f[t.hdr_len..]
             .chunks(usize::from(hdr.gso_size))

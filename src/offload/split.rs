@@ -585,14 +585,14 @@ mod tests {
         let mut f = udp_frame(v6, 0xfffe, &data);
         let t = Tcp::parse(&f, true).unwrap();
         let ps = t.pseudo(&f).word((f.len() - t.l4) as u16).fold();
-        put_u16(&mut f, t.l4 + 6, ps);
+        put_u16(&mut f, t.l4 + t.csum_offset(), ps);
         let hdr = VnetHdr {
             flags: F_NEEDS_CSUM,
             gso: Gso::UdpL4,
             hdr_len: t.hdr_len as u16,
             gso_size,
             csum_start: t.l4 as u16,
-            csum_offset: 6,
+            csum_offset: t.csum_offset() as u16,
             ..VnetHdr::ZERO
         };
         (hdr, f)
